@@ -1,0 +1,1 @@
+"""One module per reranker family, each implementing ``Backend.score_batch``."""

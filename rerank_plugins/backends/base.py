@@ -1,0 +1,337 @@
+"""The backend contract, model loading, kind detection and the shared-model cache.
+
+A backend is one loaded model of one reranker family. It implements a single
+scoring hook, :meth:`Backend.score_batch`, which turns a batch of
+(query, document) pairs into one raw logit per pair. Everything else (length
+sorting, batching, order restoration, truncation accounting, normalisation,
+top-n) lives once in :mod:`rerank_plugins.core`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rerank_plugins.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+KINDS: tuple[str, ...] = ("cross-encoder", "sequence-classification", "llm-yes")
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+
+# Model types whose learned position table starts after ``padding_idx``.
+_OFFSET_POSITION_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
+# Tokenizers without a configured limit report a huge sentinel for model_max_length.
+_UNSET_TOKENIZER_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """Per-call settings a backend reads; the loaded model itself is shared.
+
+    Attributes:
+        max_length: truncation length in tokens.
+        prompt: instruction for LLM rerankers (``None``: the family default).
+        query_prefix: text before the query for LLM rerankers (``None``: default).
+        passage_prefix: text before the passage for LLM rerankers (``None``: default).
+    """
+
+    max_length: int
+    prompt: str | None = None
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+
+
+class Backend(ABC):
+    """One loaded reranker model.
+
+    Subclasses load their model in ``__init__`` and implement
+    :meth:`score_batch`. They may override :meth:`measure` when their model
+    input is not the tokenizer's plain pair encoding.
+
+    Attributes:
+        kind: the reranker family this backend implements.
+        tokenizer: a Hugging Face tokenizer.
+        max_positions: the longest input (in tokens) the model accepts.
+        default_max_length: the truncation length used when the caller gives none.
+        lock: serialises use of the model and its (not thread-safe) fast tokenizer.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, model_id: str, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.lock = threading.Lock()
+        self.tokenizer: Any = None
+        self.max_positions: int | None = None
+        self.default_max_length: int | None = None
+
+    def measure(
+        self, queries: list[str], documents: list[str], options: ScoringOptions
+    ) -> tuple[list[int], list[bool]]:
+        """Token length of each pair after truncation, and whether it was truncated.
+
+        The lengths only order pairs into batches of similar size; scores do
+        not depend on them.
+        """
+        encoded = self.tokenizer(
+            queries, documents, add_special_tokens=True, truncation=False, verbose=False
+        )["input_ids"]
+        full = [len(ids) for ids in encoded]
+        limit = options.max_length
+        return [min(n, limit) for n in full], [n > limit for n in full]
+
+    @abstractmethod
+    def score_batch(
+        self, queries: list[str], documents: list[str], options: ScoringOptions
+    ) -> torch.Tensor:
+        """Return one raw float32 logit per pair, as a 1-D CPU tensor.
+
+        Called under ``torch.inference_mode()`` and with :attr:`lock` held.
+        """
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model_id={self.model_id!r}, device={str(self.device)!r}, "
+            f"dtype={str(self.dtype).removeprefix('torch.')!r})"
+        )
+
+
+def model_position_limit(config: Any, tokenizer: Any) -> int | None:
+    """The longest token sequence the model can embed, from its config and tokenizer."""
+    limits: list[int] = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", None) in _OFFSET_POSITION_MODELS:
+            pad = getattr(config, "pad_token_id", None)
+            positions -= (pad if isinstance(pad, int) else 1) + 1
+        limits.append(positions)
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < _UNSET_TOKENIZER_LIMIT:
+        limits.append(tok_limit)
+    return min(limits) if limits else None
+
+
+def load_error(model_id: str, kind: str, tried: str, error: BaseException) -> ModelLoadError:
+    """A one-line, specific load error (the caller raises it ``from None``)."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return ModelLoadError(
+        f"could not load {model_id!r} as a {kind} reranker: tried {tried}: "
+        f"{type(error).__name__}: {detail}"
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Resolution of model references, devices and dtypes
+# --------------------------------------------------------------------------- #
+
+
+def looks_like_path(model: str) -> bool:
+    """True when ``model`` can only be a filesystem path, never a hub name."""
+    return (
+        model.startswith(("/", ".", "~", "\\"))
+        or model.count("/") > 1
+        or "\\" in model
+        or (len(model) > 1 and model[1] == ":")
+    )
+
+
+def resolve_model_id(model: str | Path) -> str:
+    """A canonical string for ``model``: an absolute path for local directories.
+
+    Raises:
+        ModelLoadError: ``model`` names a path that does not exist or is not a directory.
+    """
+    if isinstance(model, Path):
+        text = str(model)
+    elif isinstance(model, str):
+        text = model
+    else:
+        raise TypeError(f"model must be a str or pathlib.Path, got {type(model).__name__}")
+    if not text.strip():
+        raise ValueError("model must be a non-empty path or hub name")
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model path {str(path)!r} is a file; expected a model directory")
+        return str(path.resolve())
+    if isinstance(model, Path) or looks_like_path(text):
+        raise ModelLoadError(f"model directory {str(path)!r} does not exist")
+    return text
+
+
+def resolve_device(device: Any) -> torch.device:
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from None
+
+
+def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        name = str(dtype).removeprefix("torch.")
+    elif isinstance(dtype, str):
+        name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(
+            dtype, dtype
+        )
+    else:
+        raise TypeError(f"dtype must be a str or torch.dtype, got {type(dtype).__name__}")
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return getattr(torch, name)
+
+
+# --------------------------------------------------------------------------- #
+# Kind detection
+# --------------------------------------------------------------------------- #
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _kind_from_config(config: dict[str, Any], st_model_type: str | None) -> str | None:
+    if st_model_type == "CrossEncoder":
+        return "cross-encoder"
+    if "sbert_ce_default_activation_function" in config or "sentence_transformers" in config:
+        return "cross-encoder"
+    architectures = config.get("architectures") or []
+    if any(str(a).endswith("ForCausalLM") for a in architectures):
+        return "llm-yes"
+    if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return "sequence-classification"
+    return None
+
+
+def detect_kind(model_id: str) -> str:
+    """Decide the reranker family from a model's config and files.
+
+    Rules, first match wins: sentence-transformers cross-encoder files
+    (``config_sentence_transformers.json`` with ``model_type: CrossEncoder``,
+    or a ``sbert_ce_default_activation_function`` / ``sentence_transformers``
+    key in ``config.json``) give ``"cross-encoder"``; a ``*ForCausalLM``
+    architecture gives ``"llm-yes"``; ``*ForSequenceClassification`` gives
+    ``"sequence-classification"``.
+
+    Raises:
+        ModelLoadError: the config cannot be read.
+        ValueError: the config matches no family; the message lists the kinds.
+    """
+    path = Path(model_id)
+    if path.is_dir():
+        config = _read_json(path / "config.json")
+        if not config:
+            raise ModelLoadError(
+                f"cannot detect the reranker kind of {model_id!r}: no readable config.json in it "
+                f"(pass kind= one of {', '.join(KINDS)})"
+            )
+        st_type = _read_json(path / "config_sentence_transformers.json").get("model_type")
+    else:
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(model_id).to_dict()
+        except Exception as exc:  # noqa: BLE001 - any hub/config failure becomes one clear error
+            raise load_error(model_id, "auto-detected", "AutoConfig.from_pretrained", exc) from None
+        st_type = None
+    kind = _kind_from_config(config, st_type)
+    if kind is None:
+        archs = config.get("architectures") or "none"
+        raise ValueError(
+            f"cannot decide the reranker kind of {model_id!r} (architectures: {archs}); "
+            f"pass kind= one of: {', '.join(KINDS)}"
+        )
+    logger.debug("detected kind %r for %s", kind, model_id)
+    return kind
+
+
+# --------------------------------------------------------------------------- #
+# Registry and shared-instance cache
+# --------------------------------------------------------------------------- #
+
+
+def _backend_class(kind: str) -> type[Backend]:
+    if kind == "cross-encoder":
+        from rerank_plugins.backends.cross_encoder import CrossEncoderBackend
+
+        return CrossEncoderBackend
+    if kind == "sequence-classification":
+        from rerank_plugins.backends.sequence_classification import SequenceClassificationBackend
+
+        return SequenceClassificationBackend
+    if kind == "llm-yes":
+        from rerank_plugins.backends.llm_yes import LLMYesBackend
+
+        return LLMYesBackend
+    raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
+
+
+_CacheKey = tuple[str, str, str, str]
+_cache: dict[_CacheKey, Backend] = {}
+_key_locks: dict[_CacheKey, threading.Lock] = {}
+_cache_lock = threading.Lock()
+
+
+def load_backend(model_id: str, kind: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    """Return the shared backend for (model, kind, device, dtype), loading it once."""
+    key = (model_id, kind, str(device), str(dtype))
+    with _cache_lock:
+        backend = _cache.get(key)
+        if backend is not None:
+            return backend
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:  # one thread loads; the others wait for it instead of loading again
+        with _cache_lock:
+            backend = _cache.get(key)
+        if backend is None:
+            backend = _backend_class(kind)(model_id, device=device, dtype=dtype)
+            with _cache_lock:
+                _cache[key] = backend
+            logger.info("loaded %r", backend)
+    return backend
+
+
+def clear_model_cache() -> None:
+    """Forget every shared model, so the next :class:`~rerank_plugins.Reranker` loads anew."""
+    with _cache_lock:
+        _cache.clear()
+        _key_locks.clear()
+
+
+def guarded_load(model_id: str, kind: str, tried: str, loader: Callable[[], Any]) -> Any:
+    """Run ``loader``; turn any failure into a one-line :class:`ModelLoadError`."""
+    try:
+        return loader()
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised as a specific, readable error
+        raise load_error(model_id, kind, tried, exc) from None
