@@ -62,6 +62,7 @@ class CrossEncoderBackend(SequenceClassificationBackend):
             return super().score_batch(queries, documents, options)
         from sentence_transformers.util import batch_to_device
 
-        features = self.cross_encoder.preprocess(list(zip(queries, documents, strict=True)), max_length=options.max_length)
+        pairs = list(zip(queries, documents, strict=True))
+        features = self.cross_encoder.preprocess(pairs, max_length=options.max_length)
         features = batch_to_device(features, self.device)
         return positive_logit(self.cross_encoder(features)["scores"])
