@@ -227,6 +227,28 @@ class Reranker:
             )
         return ranked
 
+    async def arerank(
+        self, query: str, documents: Sequence[str], top_n: int | None = None
+    ) -> list[Result]:
+        """:meth:`rerank` run in a worker thread, so the event loop stays free.
+
+        Safe under many concurrent calls: the shared model is used under its lock.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self.rerank, query, documents, top_n)
+
+    async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
+        """:meth:`score` run in a worker thread, so the event loop stays free."""
+        import asyncio
+
+        return await asyncio.to_thread(self.score, query, documents)
+
+    @property
+    def backend(self) -> Backend:
+        """The loaded model, shared by every Reranker over the same (model, kind, device, dtype)."""
+        return self._backend
+
     # ------------------------------------------------------------------ the one loop
 
     @staticmethod
