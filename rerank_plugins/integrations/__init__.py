@@ -1,0 +1,1 @@
+"""Framework adapters (LangChain, LlamaIndex); each imports its framework only when used."""
