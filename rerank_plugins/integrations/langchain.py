@@ -1,0 +1,283 @@
+"""LangChain adapter: :class:`RerankCompressor`, a document compressor that reranks.
+
+Drop it into ``langchain_classic.retrievers.ContextualCompressionRetriever`` (or
+call it from any chain) to reorder a first-stage retriever's candidates with a
+:class:`rerank_plugins.Reranker`, keep the best, and record each document's score.
+
+Needs the ``langchain`` extra (``pip install 'rerank-plugins[langchain]'``).
+
+Example:
+    >>> from langchain_classic.retrievers import ContextualCompressionRetriever  # doctest: +SKIP
+    >>> from rerank_plugins.integrations.langchain import RerankCompressor  # doctest: +SKIP
+    >>> retriever = ContextualCompressionRetriever(  # doctest: +SKIP
+    ...     base_compressor=RerankCompressor(reranker="cross-encoder/ms-marco-MiniLM-L-12-v2", top_n=3),
+    ...     base_retriever=vector_store.as_retriever(search_kwargs={"k": 20}),
+    ... )
+    >>> retriever.invoke("when did the oil crisis begin?")[0].metadata["relevance_score"]  # doctest: +SKIP
+    0.97
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rerank_plugins._validation import check_query, check_top_n
+from rerank_plugins.core import Reranker, Result
+from rerank_plugins.errors import missing_extra
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides langchain-core
+    raise missing_extra("langchain-core", "langchain", exc) from exc
+
+from pydantic import ConfigDict, field_validator, model_validator
+
+__all__ = [
+    "PREVIOUS_RELEVANCE_SCORE_KEY",
+    "RELEVANCE_SCORE_KEY",
+    "RERANK_EVENT",
+    "RerankCompressor",
+]
+
+logger = logging.getLogger(__name__)
+
+RELEVANCE_SCORE_KEY = "relevance_score"
+"""Metadata key of the reranker's score on every returned document."""
+
+PREVIOUS_RELEVANCE_SCORE_KEY = "previous_relevance_score"
+"""Metadata key that keeps a ``relevance_score`` the document carried in from an earlier stage."""
+
+RERANK_EVENT = "rerank_plugins.rerank"
+"""Name of the custom callback event sent with every candidate's score."""
+
+
+class RerankCompressor(BaseDocumentCompressor):
+    """Rerank documents for a query and keep the best, with their scores in the metadata.
+
+    Order of operations: score and sort all documents, drop those scoring under
+    ``score_threshold``, then keep the first ``top_n``.
+
+    Every returned document is a NEW ``Document`` (same ``id``, ``page_content``
+    and metadata, the metadata dict copied) with these metadata keys:
+
+    * ``relevance_score``: the reranker's score, a Python ``float`` on the
+      reranker's ``normalize`` scale (in [0, 1] with the default ``"sigmoid"``).
+    * ``previous_relevance_score``: only when the document came in with a
+      ``relevance_score`` of its own (from an earlier retriever or reranker):
+      that earlier value, so it is never silently overwritten. If that key is
+      also taken (a third stage), older values move along to
+      ``previous_relevance_score_2``, ``previous_relevance_score_3``, ... so the
+      plain key always holds the immediately preceding stage's score.
+
+    The caller's documents are never modified. When callbacks are given, the
+    scores of all candidates (before the threshold and ``top_n`` cut) are sent
+    to them as a custom event named ``"rerank_plugins.rerank"`` with data
+    ``{"query": str, "scores": [float, ...] in input order, "kept": [input indices in output order]}``.
+
+    Attributes:
+        reranker: the :class:`rerank_plugins.Reranker` that scores. A model name
+            or path may be given instead; it builds ``Reranker(path)`` with the
+            default options, which shares the loaded model with every other
+            Reranker over the same path.
+        top_n: how many documents to return (``None``: all that pass the threshold).
+        score_threshold: drop documents scoring under this (``None``: keep all).
+            It is on the reranker's ``normalize`` scale, so it must lie in
+            [0, 1] unless the reranker uses ``normalize="none"`` (raw logits).
+
+    Example:
+        >>> from langchain_core.documents import Document  # doctest: +SKIP
+        >>> compressor = RerankCompressor(reranker="cross-encoder/ms-marco-MiniLM-L-12-v2", top_n=1)  # doctest: +SKIP
+        >>> docs = [Document("Berlin is in Germany."), Document("Paris is the capital of France.")]  # doctest: +SKIP
+        >>> best = compressor.compress_documents(docs, "capital of France?")  # doctest: +SKIP
+        >>> best[0].page_content, round(best[0].metadata["relevance_score"], 2)  # doctest: +SKIP
+        ('Paris is the capital of France.', 0.99)
+    """
+
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    reranker: Reranker
+    top_n: int | None = 3
+    score_threshold: float | None = None
+
+    # ------------------------------------------------------------------ validation
+
+    @field_validator("reranker", mode="before")
+    @classmethod
+    def _build_reranker(cls, value: Any) -> Any:
+        if isinstance(value, Reranker):
+            return value
+        if isinstance(value, (str, Path)):
+            # ModelLoadError (an OSError) passes through pydantic unchanged.
+            return Reranker(value)
+        raise ValueError(
+            f"reranker must be a rerank_plugins.Reranker or a model name/path, got {type(value).__name__}"
+        )
+
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _check_top_n(cls, value: Any) -> Any:
+        try:
+            return check_top_n(value)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _check_threshold(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"score_threshold must be a number or None, got {type(value).__name__}")
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError("score_threshold must not be NaN")
+        return value
+
+    @model_validator(mode="after")
+    def _check_threshold_scale(self) -> RerankCompressor:
+        threshold = self.score_threshold
+        normalize = self.reranker.normalize
+        if threshold is not None and normalize != "none" and not 0.0 <= threshold <= 1.0:
+            raise ValueError(
+                f"score_threshold={threshold} is outside [0, 1], the range of the reranker's "
+                f"{normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
+            )
+        return self
+
+    # ------------------------------------------------------------------ compression
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """Rerank ``documents`` for ``query``; return new documents, best first.
+
+        Args:
+            documents: the retrieved documents (not modified).
+            query: the query.
+            callbacks: LangChain callbacks; they receive the ``"rerank_plugins.rerank"`` event.
+
+        Returns:
+            New ``Document`` objects sorted by score, after ``score_threshold`` and
+            ``top_n``, each with ``metadata["relevance_score"]``. Empty input gives
+            ``[]`` without running the model.
+
+        Raises:
+            TypeError: ``query`` is not a str, or a document is not a ``Document`` or
+                its ``page_content`` is not a str (the message names its position).
+        """
+        query, texts = self._check_inputs(documents, query)
+        if not texts:
+            return []
+        results = self.reranker.rerank(query, texts)
+        output, kept = self._select(documents, results)
+        if callbacks is not None:
+            manager = CallbackManager.configure(inheritable_callbacks=callbacks)
+            manager.on_custom_event(
+                RERANK_EVENT, self._event_data(query, results, kept), run_id=manager.parent_run_id
+            )
+        return output
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        """:meth:`compress_documents` with the scoring run in a worker thread.
+
+        The event loop stays free while the model runs, and many concurrent
+        calls are safe: they share the model under its lock.
+        """
+        query, texts = self._check_inputs(documents, query)
+        if not texts:
+            return []
+        results = await self.reranker.arerank(query, texts)
+        output, kept = self._select(documents, results)
+        if callbacks is not None:
+            manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
+            await manager.on_custom_event(
+                RERANK_EVENT, self._event_data(query, results, kept), run_id=manager.parent_run_id
+            )
+        return output
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _check_inputs(documents: Any, query: Any) -> tuple[str, list[str]]:
+        query = check_query(query)
+        if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+            raise TypeError(
+                f"documents must be a sequence of Document (a list or tuple), got {type(documents).__name__}"
+            )
+        texts: list[str] = []
+        for i, doc in enumerate(documents):
+            if not isinstance(doc, Document):
+                raise TypeError(
+                    f"documents[{i}] must be a langchain_core.documents.Document, got {type(doc).__name__}"
+                )
+            if not isinstance(doc.page_content, str):
+                raise TypeError(
+                    f"documents[{i}].page_content must be a str, got {type(doc.page_content).__name__}"
+                )
+            texts.append(doc.page_content)
+        return query, texts
+
+    def _select(
+        self, documents: Sequence[Document], results: list[Result]
+    ) -> tuple[list[Document], list[int]]:
+        """Apply the threshold, then ``top_n``; build the new documents."""
+        if self.score_threshold is not None:
+            results = [r for r in results if r.score >= self.score_threshold]
+        results = results[: self.top_n]
+        output = [
+            documents[r.index].model_copy(
+                update={"metadata": _scored_metadata(documents[r.index].metadata, r.score)}
+            )
+            for r in results
+        ]
+        logger.debug("reranked %d documents, kept %d", len(documents), len(output))
+        return output, [r.index for r in results]
+
+    @staticmethod
+    def _event_data(query: str, results: list[Result], kept: list[int]) -> dict[str, Any]:
+        scores = [0.0] * len(results)
+        for r in results:
+            scores[r.index] = float(r.score)
+        return {"query": query, "scores": scores, "kept": kept}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(reranker={self.reranker!r}, top_n={self.top_n!r}, "
+            f"score_threshold={self.score_threshold!r})"
+        )
+
+    __str__ = __repr__
+
+
+def _scored_metadata(metadata: dict[str, Any], score: float) -> dict[str, Any]:
+    """A copy of ``metadata`` with ``score`` as ``relevance_score``; earlier scores move aside."""
+    new = dict(metadata)
+    if RELEVANCE_SCORE_KEY in new:
+        # The chain of earlier scores, most recent first: relevance_score,
+        # previous_relevance_score, previous_relevance_score_2, ...
+        keys = [PREVIOUS_RELEVANCE_SCORE_KEY]
+        while keys[-1] in new:
+            keys.append(f"{PREVIOUS_RELEVANCE_SCORE_KEY}_{len(keys) + 1}")
+        # Shift each value one key further back, oldest first, so nothing is overwritten.
+        sources = [RELEVANCE_SCORE_KEY, *keys[:-1]]
+        for source, target in reversed(list(zip(sources, keys, strict=True))):
+            new[target] = new[source]
+    new[RELEVANCE_SCORE_KEY] = float(score)
+    return new
