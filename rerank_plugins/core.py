@@ -177,6 +177,8 @@ class Reranker:
             TypeError: the query or a document is not a str (the message names its position).
             ValueError: ``top_n < 1``.
         """
+        query = check_query(query)
+        documents = check_documents(documents)
         return self.rerank_many([query], [documents], top_n=top_n)[0]
 
     def score_many(

@@ -138,3 +138,50 @@ def build_st_cross_encoder(path: Path, hf_dir: Path) -> Path:
 
     CrossEncoder(str(hf_dir), device="cpu").save(str(path))
     return path
+
+
+def _bpe_tokenizer(vocab_size: int = 700, padding_side: str = "left", pad: bool = True):
+    """A byte-level BPE tokenizer in which "Yes" and "\\n" are single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    text = training_text() + ["Yes\nNo\nYes Yes\n"] * 50
+    tok.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+        pad_token="<pad>" if pad else None, padding_side=padding_side,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def build_gemma(
+    path: Path, *, padding_side: str = "left", pad: bool = True, vocab_size: int | None = None,
+    hidden_size: int = 32, layers: int = 2, seed: int = 2,
+) -> Path:
+    """A 2-layer Gemma causal LM; ``vocab_size`` may exceed the tokenizer's (for benchmarks)."""
+    import torch
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    tokenizer = _bpe_tokenizer(padding_side=padding_side, pad=pad)
+    torch.manual_seed(seed)
+    config = GemmaConfig(
+        vocab_size=max(vocab_size or 0, len(tokenizer)), hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=hidden_size // 2, max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if pad else tokenizer.eos_token_id,
+        initializer_range=0.2,
+    )
+    GemmaForCausalLM(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

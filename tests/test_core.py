@@ -1,0 +1,323 @@
+"""The public API of the core scorer: results, normalisation, errors, sharing, threads."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+import rerank_plugins
+from rerank_plugins import ModelLoadError, Reranker, Result
+from rerank_plugins.backends.base import detect_kind, resolve_device, resolve_dtype
+
+DOCS = [
+    "Paris is the capital and most populous city of France.",
+    "서울은 대한민국의 수도이며 가장 큰 도시이다.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "한글은 세종대왕이 창제한 문자 체계이다.",
+]
+QUERY = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_xlmr):
+    return Reranker(tiny_xlmr, normalize="none")
+
+
+def test_public_api_is_explicit():
+    assert set(rerank_plugins.__all__) >= {"Reranker", "Result", "ModelLoadError"}
+    for name in rerank_plugins.__all__:
+        assert hasattr(rerank_plugins, name)
+
+
+def test_import_is_light():
+    code = (
+        "import sys, json, rerank_plugins\n"
+        "heavy = ('torch', 'transformers', 'sentence_transformers', 'langchain_core', "
+        "'langchain_classic', 'llama_index', 'faiss')\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_result_is_frozen_with_fixed_fields(reranker):
+    result = reranker.rerank(QUERY, DOCS)[0]
+    assert isinstance(result, Result)
+    assert [f.name for f in dataclasses.fields(Result)] == ["index", "score", "logit", "text"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.score = 1.0  # type: ignore[misc]
+    assert type(result.score) is float and type(result.logit) is float and type(result.index) is int
+
+
+def test_rerank_sorts_by_score_and_maps_back_to_input(reranker):
+    scores = reranker.score(QUERY, DOCS)
+    ranked = reranker.rerank(QUERY, DOCS)
+    assert [r.index for r in ranked] == sorted(range(len(DOCS)), key=lambda i: -scores[i])
+    assert [r.text for r in ranked] == [DOCS[r.index] for r in ranked]
+    assert [r.score for r in ranked] == sorted(scores, reverse=True)
+    assert all(r.score == r.logit for r in ranked)  # normalize="none"
+
+
+def test_ties_keep_input_order(reranker):
+    docs = ["same text", "other text", "same text", "same text"]
+    ranked = reranker.rerank(QUERY, docs)
+    same = [r.index for r in ranked if r.text == "same text"]
+    assert same == [0, 2, 3]
+
+
+@pytest.mark.parametrize("top_n, expected", [(None, 5), (1, 1), (3, 3), (5, 5), (50, 5)])
+def test_top_n(reranker, top_n, expected):
+    full = reranker.rerank(QUERY, DOCS)
+    ranked = reranker.rerank(QUERY, DOCS, top_n=top_n)
+    assert ranked == full[:expected]
+
+
+@pytest.mark.parametrize("top_n", [0, -1])
+def test_top_n_below_one_is_rejected(reranker, top_n):
+    with pytest.raises(ValueError, match="top_n must be >= 1"):
+        reranker.rerank(QUERY, DOCS, top_n=top_n)
+
+
+def test_normalizations_share_one_logit(tiny_xlmr):
+    raw = Reranker(tiny_xlmr, normalize="none").score(QUERY, DOCS)
+    sig = Reranker(tiny_xlmr, normalize="sigmoid").score(QUERY, DOCS)
+    soft = Reranker(tiny_xlmr, normalize="softmax").rerank(QUERY, DOCS)
+    x = np.array(raw, dtype=np.float64)
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-x)), atol=1e-6)
+    expected = np.exp(x - x.max()) / np.exp(x - x.max()).sum()  # exp_normalize
+    np.testing.assert_allclose([r.score for r in sorted(soft, key=lambda r: r.index)], expected, atol=1e-6)
+    assert sum(r.score for r in soft) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose([r.logit for r in sorted(soft, key=lambda r: r.index)], raw, atol=1e-6)
+
+
+def test_default_normalization_is_sigmoid(tiny_xlmr):
+    reranker = Reranker(tiny_xlmr)
+    assert reranker.normalize == "sigmoid"
+    assert all(0 < s < 1 for s in reranker.score(QUERY, DOCS))
+
+
+def test_score_many_equals_per_query_and_softmax_is_per_list(tiny_xlmr):
+    reranker = Reranker(tiny_xlmr, normalize="softmax", batch_size=3)
+    queries = [QUERY, "서울은 어디?", "boiling point"]
+    lists = [DOCS, DOCS[:2], DOCS[3:]]
+    many = reranker.score_many(queries, lists)
+    assert [len(s) for s in many] == [5, 2, 2]
+    for q, docs, scores in zip(queries, lists, many, strict=True):
+        np.testing.assert_allclose(scores, reranker.score(q, docs), atol=1e-6)
+        assert sum(scores) == pytest.approx(1.0, abs=1e-6)
+    ranked = reranker.rerank_many(queries, lists, top_n=1)
+    assert [len(r) for r in ranked] == [1, 1, 1]
+    single = reranker.rerank(queries[1], lists[1], top_n=1)[0]
+    assert ranked[1][0].index == single.index and ranked[1][0].text == single.text
+    assert ranked[1][0].logit == pytest.approx(single.logit, abs=1e-5)
+
+
+def test_empty_documents_do_not_run_the_model(tiny_xlmr, monkeypatch):
+    reranker = Reranker(tiny_xlmr)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(reranker.backend, "score_batch", boom)
+    monkeypatch.setattr(reranker.backend, "measure", boom)
+    assert reranker.score(QUERY, []) == []
+    assert reranker.rerank(QUERY, [], top_n=3) == []
+    assert reranker.score_many([QUERY, "q2"], [[], ()]) == [[], []]
+    assert reranker.score_many([], []) == []
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda r: r.score(123, DOCS), TypeError, "query must be a str, got int"),
+        (lambda r: r.score(None, DOCS), TypeError, "query must be a str, got NoneType"),
+        (lambda r: r.score(QUERY, ["ok", "fine", 7]), TypeError, r"documents\[2\] must be a str, got int"),
+        (lambda r: r.rerank(QUERY, ["ok", None]), TypeError, r"documents\[1\] must be a str, got NoneType"),
+        (lambda r: r.rerank(QUERY, "just one string"), TypeError, "documents must be a sequence of str"),
+        (lambda r: r.rerank(QUERY, [b"bytes"]), TypeError, r"documents\[0\] must be a str, got bytes"),
+        (lambda r: r.score_many(["a", 5], [["x"], ["y"]]), TypeError, r"queries\[1\] must be a str, got int"),
+        (
+            lambda r: r.score_many(["a", "b"], [["x"], ["y", 3.5]]),
+            TypeError,
+            r"documents_per_query\[1\]\[1\] must be a str, got float",
+        ),
+        (lambda r: r.score_many(["a", "b"], [["x"]]), ValueError, "2 queries but 1 document lists"),
+        (lambda r: r.rerank(QUERY, DOCS, top_n=2.5), TypeError, "top_n must be an int or None"),
+    ],
+)
+def test_bad_input_names_type_and_position(reranker, call, error, message):
+    with pytest.raises(error, match=message):
+        call(reranker)
+
+
+def test_caller_objects_are_not_mutated(reranker):
+    docs = list(DOCS)
+    before = copy.deepcopy(docs)
+    queries, lists = [QUERY], [docs]
+    reranker.rerank(QUERY, docs, top_n=2)
+    reranker.score_many(queries, lists)
+    assert docs == before and queries == [QUERY] and lists == [before]
+
+
+def test_truncation_is_counted_and_logged_once_per_call(tiny_xlmr, caplog):
+    reranker = Reranker(tiny_xlmr, max_length=40, batch_size=2)
+    long_docs = [DOCS[0] * 10, "Paris.", DOCS[2] * 10, DOCS[3] * 10]
+    with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
+        reranker.score(QUERY, long_docs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["3 of 4 pairs exceed max_length=40 tokens and were truncated"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
+        reranker.score(QUERY, ["Paris.", "France."])
+    assert not caplog.records
+
+
+def test_truncated_scores_equal_scores_of_pretruncated_input(tiny_bert):
+    """Truncation really happens: scoring a long document equals scoring with max_length cut."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
+    doc = DOCS[0] * 20
+    with torch.no_grad():
+        ref = model(**tokenizer(QUERY, doc, truncation=True, max_length=40, return_tensors="pt")).logits
+    ours = Reranker(tiny_bert, normalize="none", max_length=40).score(QUERY, [doc])
+    assert ours[0] == pytest.approx(ref.item(), abs=1e-5)
+    assert Reranker(tiny_bert, normalize="none", max_length=80).score(QUERY, [doc])[0] != pytest.approx(
+        ours[0], abs=1e-4
+    )
+
+
+def test_same_model_is_loaded_once(tiny_xlmr):
+    a = Reranker(tiny_xlmr, normalize="none")
+    b = Reranker(str(tiny_xlmr) + "/", normalize="softmax", batch_size=4)
+    assert a.backend is b.backend
+    c = Reranker(tiny_xlmr, dtype="bfloat16")
+    assert c.backend is not a.backend
+
+
+def test_threads_get_the_same_scores_as_one_thread(tiny_xlmr, mixed_pairs):
+    reranker = Reranker(tiny_xlmr, normalize="none", batch_size=4)
+    queries = [q for q, _ in mixed_pairs[:8]]
+    doc_lists = [[d for _, d in mixed_pairs[i : i + 6]] for i in range(0, 48, 6)]
+    expected = [reranker.score(q, docs) for q, docs in zip(queries, doc_lists, strict=True)]
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()
+        # A new Reranker per thread shares the model (and its tokenizer) with the others.
+        return Reranker(tiny_xlmr, normalize="none", batch_size=3).score(queries[i], doc_lists[i])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(work, range(8)))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+async def test_async_rerank_equals_sync(reranker):
+    import asyncio
+
+    results = await asyncio.gather(*(reranker.arerank(QUERY, DOCS, top_n=2) for _ in range(4)))
+    sync = reranker.rerank(QUERY, DOCS, top_n=2)
+    for got in results:
+        assert [r.index for r in got] == [r.index for r in sync]
+        np.testing.assert_allclose([r.score for r in got], [r.score for r in sync], atol=1e-6)
+    np.testing.assert_allclose(await reranker.ascore(QUERY, DOCS), reranker.score(QUERY, DOCS), atol=1e-6)
+
+
+def test_float16_and_bfloat16_run_close_to_float32(tiny_xlmr):
+    ref = np.array(Reranker(tiny_xlmr, normalize="none").score(QUERY, DOCS))
+    for dtype in ("bfloat16", torch.float16):
+        reranker = Reranker(tiny_xlmr, normalize="none", dtype=dtype)
+        assert reranker.dtype in (torch.bfloat16, torch.float16)
+        got = np.array(reranker.score(QUERY, DOCS))
+        assert np.abs(got - ref).max() < 0.1
+
+
+# --------------------------------------------------------------------------- kinds and loading
+
+
+def test_auto_kind_detection(tiny_bert, tiny_cross_encoder, tiny_xlmr):
+    assert detect_kind(str(tiny_bert)) == "sequence-classification"
+    assert detect_kind(str(tiny_xlmr)) == "sequence-classification"
+    assert detect_kind(str(tiny_cross_encoder)) == "cross-encoder"
+
+
+def test_auto_kind_undecidable_lists_the_kinds(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    with pytest.raises(ValueError, match="cross-encoder, sequence-classification, llm-yes"):
+        Reranker(tmp_path)
+
+
+def test_missing_directory_names_the_path(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError, match=f"model directory '{missing}' does not exist"):
+        Reranker(str(missing))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        Reranker("./models/not-here")
+
+
+def test_unloadable_directory_names_path_and_loader(tmp_path):
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architectures": ["BertForSequenceClassification"], "model_type": "bert"})
+    )
+    with pytest.raises(ModelLoadError) as info:
+        Reranker(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and "sequence-classification" in message
+    assert "tried AutoTokenizer.from_pretrained" in message or "tried AutoModelFor" in message
+    assert "\n" not in message
+    assert info.value.__suppress_context__  # no chained deep traceback
+
+
+def test_unreachable_hub_name_fails_with_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="could not load 'nobody-org/no-such-reranker'"):
+        Reranker("nobody-org/no-such-reranker")
+
+
+def test_argument_validation(tiny_xlmr, tiny_bert):
+    with pytest.raises(ValueError, match="normalize must be one of none, sigmoid, softmax"):
+        Reranker(tiny_xlmr, normalize="tanh")
+    with pytest.raises(ValueError, match="kind must be 'auto' or one of"):
+        Reranker(tiny_xlmr, kind="colbert")
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        Reranker(tiny_xlmr, batch_size=0)
+    with pytest.raises(ValueError, match="max_length must be a positive int"):
+        Reranker(tiny_xlmr, max_length=0)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Reranker(tiny_xlmr, dtype="int8")
+    with pytest.raises(ValueError, match="apply to kind='llm-yes' only"):
+        Reranker(tiny_bert, prompt="Is it relevant?")
+    with pytest.raises(TypeError, match="model must be a str or pathlib.Path"):
+        Reranker(42)
+
+
+def test_device_and_dtype_resolution():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid device"):
+        resolve_device("gpu-please")
+    cpu = torch.device("cpu")
+    assert resolve_dtype(None, cpu) is torch.float32
+    assert resolve_dtype("bf16", cpu) is torch.bfloat16
+    assert resolve_dtype(torch.float16, cpu) is torch.float16
+
+
+def test_repr_names_the_settings(reranker):
+    text = repr(reranker)
+    assert "kind='sequence-classification'" in text and "normalize='none'" in text and "max_length=512" in text
