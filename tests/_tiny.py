@@ -140,8 +140,8 @@ def build_st_cross_encoder(path: Path, hf_dir: Path) -> Path:
     return path
 
 
-def _bpe_tokenizer(vocab_size: int = 700, padding_side: str = "left", pad: bool = True):
-    """A byte-level BPE tokenizer in which "Yes" and "\\n" are single tokens."""
+def _bpe_tokenizer(vocab_size: int = 700, padding_side: str = "left", pad: bool = True, yes: bool = True):
+    """A byte-level BPE tokenizer in which "\\n" and (with ``yes``) "Yes" are single tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -149,11 +149,11 @@ def _bpe_tokenizer(vocab_size: int = 700, padding_side: str = "left", pad: bool 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    text = training_text() + ["Yes\nNo\nYes Yes\n"] * 50
+    text = training_text() + (["Yes\nNo\nYes Yes\n"] * 50 if yes else ["No\n"] * 50)
     tok.train_from_iterator(
         text,
         trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=specials,
+            vocab_size=vocab_size if yes else 300, special_tokens=specials,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
@@ -165,14 +165,14 @@ def _bpe_tokenizer(vocab_size: int = 700, padding_side: str = "left", pad: bool 
 
 
 def build_gemma(
-    path: Path, *, padding_side: str = "left", pad: bool = True, vocab_size: int | None = None,
-    hidden_size: int = 32, layers: int = 2, seed: int = 2,
+    path: Path, *, padding_side: str = "left", pad: bool = True, yes: bool = True,
+    vocab_size: int | None = None, hidden_size: int = 32, layers: int = 2, seed: int = 2,
 ) -> Path:
     """A 2-layer Gemma causal LM; ``vocab_size`` may exceed the tokenizer's (for benchmarks)."""
     import torch
     from transformers import GemmaConfig, GemmaForCausalLM
 
-    tokenizer = _bpe_tokenizer(padding_side=padding_side, pad=pad)
+    tokenizer = _bpe_tokenizer(padding_side=padding_side, pad=pad, yes=yes)
     torch.manual_seed(seed)
     config = GemmaConfig(
         vocab_size=max(vocab_size or 0, len(tokenizer)), hidden_size=hidden_size,

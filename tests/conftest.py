@@ -77,3 +77,21 @@ def squad_articles() -> list[dict]:
 @pytest.fixture(scope="session")
 def korquad_path() -> Path:
     return _require(KORQUAD)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(models_dir) -> Path:
+    """A 2-layer Gemma causal LM whose BPE tokenizer pads on the left (as Gemma's does)."""
+    return _tiny.build_gemma(models_dir / "gemma-left", padding_side="left")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_right(models_dir) -> Path:
+    """The same weights and vocabulary as ``tiny_gemma``, with a right-padding tokenizer."""
+    return _tiny.build_gemma(models_dir / "gemma-right", padding_side="right")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_no_pad(models_dir) -> Path:
+    """The same weights, with a tokenizer that has no pad token."""
+    return _tiny.build_gemma(models_dir / "gemma-no-pad", pad=False)
