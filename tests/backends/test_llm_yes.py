@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _tiny
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rerank_plugins import ModelLoadError, Reranker
 from rerank_plugins.backends.llm_yes import DEFAULT_PROMPT
-
-import _tiny
 
 # --------------------------------------------------------------------------- the reference
 
