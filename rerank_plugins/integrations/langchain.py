@@ -35,7 +35,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides langchain-core
     raise missing_extra("langchain-core", "langchain", exc) from exc
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, ValidationInfo, field_validator
 
 __all__ = [
     "PREVIOUS_RELEVANCE_SCORE_KEY",
@@ -91,8 +91,10 @@ class RerankCompressor(BaseDocumentCompressor):
 
     Example:
         >>> from langchain_core.documents import Document  # doctest: +SKIP
-        >>> compressor = RerankCompressor(reranker="cross-encoder/ms-marco-MiniLM-L-12-v2", top_n=1)  # doctest: +SKIP
-        >>> docs = [Document("Berlin is in Germany."), Document("Paris is the capital of France.")]  # doctest: +SKIP
+        >>> compressor = RerankCompressor(  # doctest: +SKIP
+        ...     reranker="cross-encoder/ms-marco-MiniLM-L-12-v2", top_n=1)
+        >>> docs = [Document("Berlin is in Germany."),  # doctest: +SKIP
+        ...         Document("Paris is the capital of France.")]
         >>> best = compressor.compress_documents(docs, "capital of France?")  # doctest: +SKIP
         >>> best[0].page_content, round(best[0].metadata["relevance_score"], 2)  # doctest: +SKIP
         ('Paris is the capital of France.', 0.99)
@@ -142,16 +144,21 @@ class RerankCompressor(BaseDocumentCompressor):
             raise ValueError("score_threshold must not be NaN")
         return value
 
-    @model_validator(mode="after")
-    def _check_threshold_scale(self) -> RerankCompressor:
-        threshold = self.score_threshold
-        normalize = self.reranker.normalize
-        if threshold is not None and normalize != "none" and not 0.0 <= threshold <= 1.0:
-            raise ValueError(
-                f"score_threshold={threshold} is outside [0, 1], the range of the reranker's "
-                f"{normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
-            )
-        return self
+    # The scale check runs as field validators (not a model validator) so that a
+    # rejected assignment leaves the compressor unchanged.
+    @field_validator("reranker", mode="after")
+    @classmethod
+    def _check_reranker_scale(cls, value: Reranker, info: ValidationInfo) -> Reranker:
+        _check_scale(info.data.get("score_threshold"), value)
+        return value
+
+    @field_validator("score_threshold", mode="after")
+    @classmethod
+    def _check_threshold_scale(cls, value: float | None, info: ValidationInfo) -> float | None:
+        reranker = info.data.get("reranker")
+        if reranker is not None:
+            _check_scale(value, reranker)
+        return value
 
     # ------------------------------------------------------------------ compression
 
@@ -264,6 +271,15 @@ class RerankCompressor(BaseDocumentCompressor):
         )
 
     __str__ = __repr__
+
+
+def _check_scale(threshold: float | None, reranker: Reranker) -> None:
+    """A threshold outside [0, 1] can never be met by (or always passes) normalised scores."""
+    if threshold is not None and reranker.normalize != "none" and not 0.0 <= threshold <= 1.0:
+        raise ValueError(
+            f"score_threshold={threshold} is outside [0, 1], the range of the reranker's "
+            f"{reranker.normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
+        )
 
 
 def _scored_metadata(metadata: dict[str, Any], score: float) -> dict[str, Any]:
