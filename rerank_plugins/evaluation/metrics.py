@@ -1,0 +1,175 @@
+"""Ranking metrics with binary relevance: pure functions of a ranking and a relevant set.
+
+Every per-query function takes ``ranked`` (document ids, best first), the set
+of ``relevant`` ids and a cut-off ``k``, and returns a float in [0, 1]. A
+document id repeated in ``ranked`` counts once, at its first position. A query
+with no relevant documents scores 0 on every metric. :func:`mean_metrics`
+averages over queries.
+
+Example:
+    >>> ranked, relevant = ["d3", "d1", "d7"], {"d1"}
+    >>> hit_at_k(ranked, relevant, 1), hit_at_k(ranked, relevant, 3)
+    (0.0, 1.0)
+    >>> mrr_at_k(ranked, relevant, 10)
+    0.5
+    >>> round(ndcg_at_k(ranked, relevant, 10), 4)
+    0.6309
+    >>> recall_at_k(["d1", "d2"], {"d1", "d9"}, 2)
+    0.5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Hashable, Iterable, Sequence
+
+__all__ = [
+    "METRICS",
+    "hit_at_k",
+    "hit_curve",
+    "mean_metrics",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "recall_at_k",
+]
+
+METRICS: tuple[str, ...] = ("hit", "mrr", "ndcg", "recall")
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    return k
+
+
+def _relevant_ranks(ranked: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> list[int]:
+    """0-based ranks (< k) of the relevant documents, first occurrences only."""
+    _check_k(k)
+    seen: set[Hashable] = set()
+    ranks: list[int] = []
+    position = 0
+    for doc in ranked:
+        if position >= k:
+            break
+        if doc in seen:
+            continue
+        seen.add(doc)
+        if doc in relevant:
+            ranks.append(position)
+        position += 1
+    return ranks
+
+
+def hit_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
+    """1.0 when a relevant document is among the first ``k``, else 0.0.
+
+    Example:
+        >>> hit_at_k(["a", "b", "c"], {"c"}, 2), hit_at_k(["a", "b", "c"], {"c"}, 3)
+        (0.0, 1.0)
+    """
+    return 1.0 if _relevant_ranks(ranked, relevant, k) else 0.0
+
+
+def mrr_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
+    """Reciprocal rank of the first relevant document within the first ``k`` (0.0 if none).
+
+    Example:
+        >>> mrr_at_k(["a", "b", "c"], {"c"}, 10)
+        0.3333333333333333
+    """
+    ranks = _relevant_ranks(ranked, relevant, k)
+    return 1.0 / (ranks[0] + 1) if ranks else 0.0
+
+
+def ndcg_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
+    """Normalised discounted cumulative gain at ``k`` with binary gains.
+
+    ``DCG = sum(1 / log2(rank + 1))`` over relevant documents at 1-based
+    ranks ``<= k``; the ideal DCG places ``min(k, len(relevant))`` relevant
+    documents first.
+
+    Example:
+        >>> round(ndcg_at_k(["a", "b", "c"], {"a", "c"}, 3), 4)  # (1 + 1/2) / (1 + 1/log2(3))
+        0.9197
+    """
+    ranks = _relevant_ranks(ranked, relevant, k)
+    if not ranks:
+        return 0.0
+    dcg = sum(1.0 / math.log2(r + 2) for r in ranks)
+    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(k, len(relevant))))
+    return dcg / ideal
+
+
+def recall_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable], k: int) -> float:
+    """Share of the relevant documents found among the first ``k`` (0.0 if none are relevant).
+
+    Example:
+        >>> recall_at_k(["a", "b", "c"], {"a", "c", "z"}, 3)
+        0.6666666666666666
+    """
+    if not relevant:
+        _check_k(k)
+        return 0.0
+    return len(_relevant_ranks(ranked, relevant, k)) / len(relevant)
+
+
+_FUNCTIONS = {"hit": hit_at_k, "mrr": mrr_at_k, "ndcg": ndcg_at_k, "recall": recall_at_k}
+
+
+def mean_metrics(
+    rankings: Sequence[Sequence[Hashable]],
+    relevants: Sequence[Collection[Hashable]],
+    ks: Iterable[int],
+    metrics: Iterable[str] = METRICS,
+) -> dict[str, float]:
+    """Every metric at every ``k``, averaged over queries.
+
+    Args:
+        rankings: one ranked id list per query.
+        relevants: one relevant id set per query, parallel to ``rankings``.
+        ks: cut-offs (duplicates ignored; sorted).
+        metrics: names from :data:`METRICS`.
+
+    Returns:
+        ``{"hit@1": ..., "hit@3": ..., "mrr@1": ..., "ndcg@10": ..., "recall@10": ...}``,
+        grouped by metric, then by ``k`` ascending. Empty input gives 0.0 everywhere.
+
+    Example:
+        >>> mean_metrics([["a", "b"], ["c", "d"]], [{"b"}, {"z"}], ks=[1, 2], metrics=["hit", "mrr"])
+        {'hit@1': 0.0, 'hit@2': 0.5, 'mrr@1': 0.0, 'mrr@2': 0.25}
+    """
+    if len(rankings) != len(relevants):
+        raise ValueError(f"{len(rankings)} rankings but {len(relevants)} relevant sets")
+    ks = sorted({_check_k(k) for k in ks})
+    out: dict[str, float] = {}
+    n = len(rankings)
+    for name in metrics:
+        if name not in _FUNCTIONS:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        fn = _FUNCTIONS[name]
+        for k in ks:
+            total = math.fsum(fn(r, rel, k) for r, rel in zip(rankings, relevants, strict=True))
+            out[f"{name}@{k}"] = total / n if n else 0.0
+    return out
+
+
+def hit_curve(
+    rankings: Sequence[Sequence[Hashable]], relevants: Sequence[Collection[Hashable]], max_k: int
+) -> list[float]:
+    """Mean hit@k for k = 1 .. ``max_k`` (element ``i`` is hit@(i + 1)).
+
+    Example:
+        >>> hit_curve([["a", "b"], ["c", "d"]], [{"b"}, {"c"}], 2)
+        [0.5, 1.0]
+    """
+    _check_k(max_k)
+    if len(rankings) != len(relevants):
+        raise ValueError(f"{len(rankings)} rankings but {len(relevants)} relevant sets")
+    counts = [0] * max_k
+    for ranked, relevant in zip(rankings, relevants, strict=True):
+        ranks = _relevant_ranks(ranked, relevant, max_k)
+        if ranks:
+            for i in range(ranks[0], max_k):
+                counts[i] += 1
+    n = len(rankings)
+    return [c / n if n else 0.0 for c in counts]
