@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach a model hub: fail fast instead of waiting on network timeouts.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import _tiny  # noqa: E402
