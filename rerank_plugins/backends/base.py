@@ -123,13 +123,14 @@ def model_position_limit(config: Any, tokenizer: Any) -> int | None:
     return min(limits) if limits else None
 
 
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def load_error(model_id: str, kind: str, tried: str, error: BaseException) -> ModelLoadError:
     """A one-line, specific load error (the caller raises it ``from None``)."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return ModelLoadError(
-        f"could not load {model_id!r} as a {kind} reranker: tried {tried}: "
-        f"{type(error).__name__}: {detail}"
-    )
+    return ModelLoadError(f"could not load {model_id!r} as a {kind} reranker: tried {tried}: {_one_line(error)}")
 
 
 # --------------------------------------------------------------------------- #
@@ -261,7 +262,10 @@ def detect_kind(model_id: str) -> str:
 
             config = AutoConfig.from_pretrained(model_id).to_dict()
         except Exception as exc:  # noqa: BLE001 - any hub/config failure becomes one clear error
-            raise load_error(model_id, "auto-detected", "AutoConfig.from_pretrained", exc) from None
+            raise ModelLoadError(
+                f"could not load {model_id!r}: reading its config to detect the reranker kind failed: "
+                f"tried AutoConfig.from_pretrained: {_one_line(exc)}"
+            ) from None
         st_type = None
     kind = _kind_from_config(config, st_type)
     if kind is None:
