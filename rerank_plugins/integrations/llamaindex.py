@@ -69,7 +69,7 @@ class RerankPostprocessor(BaseNodePostprocessor):
     Raises:
         TypeError: ``reranker`` is not a Reranker, str or Path; ``top_n`` or
             ``score_threshold`` has the wrong type.
-        ValueError: ``top_n < 1``; ``score_threshold`` is NaN.
+        ValueError: ``top_n < 1``; ``score_threshold`` is NaN; an unknown ``metadata_mode``.
         rerank_plugins.ModelLoadError: the model cannot be loaded.
 
     Example:
@@ -117,6 +117,7 @@ class RerankPostprocessor(BaseNodePostprocessor):
         # plain TypeError / ValueError before any model is loaded.
         top_n = check_top_n(top_n)
         score_threshold = _check_threshold(score_threshold)
+        metadata_mode = _check_metadata_mode(metadata_mode)
         model = _as_reranker(reranker)
         super().__init__(
             reranker=model.model_id,
@@ -260,6 +261,14 @@ class RerankPostprocessor(BaseNodePostprocessor):
             EventPayload.QUERY_STR: query,
             EventPayload.TOP_K: self.top_n,
         }
+
+
+def _check_metadata_mode(value: Any) -> MetadataMode:
+    try:
+        return MetadataMode(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in MetadataMode)
+        raise ValueError(f"metadata_mode must be a MetadataMode or one of {choices}; got {value!r}") from None
 
 
 def _check_threshold(value: Any) -> float | None:

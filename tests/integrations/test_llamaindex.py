@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -188,6 +189,14 @@ def test_is_a_node_postprocessor_and_serialises(tiny_bert, tiny_reranker):
     assert again.reranker_instance.backend is tiny_reranker.backend  # the shared model, not a reload
 
 
+def test_pickle_round_trip_reloads_the_shared_model(tiny_reranker, nodes):
+    pp = RerankPostprocessor(tiny_reranker, top_n=3)
+    again = pickle.loads(pickle.dumps(pp))  # the model is not pickled; it is reloaded from the id
+    assert again.reranker_instance.backend is tiny_reranker.backend
+    assert again.top_n == 3
+    assert ids_scores(again.postprocess_nodes(nodes, query_str=QUERY)) == expected(tiny_reranker, nodes, top_n=3)
+
+
 def test_reranker_field_accepts_instance_name_and_path(tiny_bert, tiny_reranker):
     given = RerankPostprocessor(tiny_reranker)
     assert given.reranker_instance is tiny_reranker
@@ -217,7 +226,7 @@ def test_model_validate_builds_the_reranker_lazily(tiny_reranker):
         ({"score_threshold": "0.5"}, TypeError, "score_threshold must be a number"),
         ({"score_threshold": False}, TypeError, "score_threshold must be a number"),
         ({"score_threshold": float("nan")}, ValueError, "score_threshold must not be NaN"),
-        ({"metadata_mode": "sometimes"}, ValueError, "metadata_mode"),
+        ({"metadata_mode": "sometimes"}, ValueError, "metadata_mode must be a MetadataMode or one of"),
     ],
 )
 def test_bad_settings_raise(tiny_reranker, kwargs, error, message):
