@@ -497,7 +497,7 @@ def test_importing_the_package_does_not_import_langchain():
 # --------------------------------------------------------------------------- the real model on SQuAD
 
 SQUAD_TITLE = "1973_oil_crisis"
-N_PARAGRAPHS = 12
+N_PARAGRAPHS = 10
 N_QUESTIONS = 8  # the first question of each of the first 8 paragraphs
 
 
