@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ class RerankCompressor(BaseDocumentCompressor):
     def _check_threshold(cls, value: Any) -> Any:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"score_threshold must be a number or None, got {type(value).__name__}")
         value = float(value)
         if math.isnan(value):

@@ -194,6 +194,8 @@ def test_threshold_on_raw_logits_may_be_any_number(tiny_model):
     assert RerankCompressor(reranker=raw, score_threshold=-3).score_threshold == -3.0
     assert RerankCompressor(reranker=raw, score_threshold=7.5).score_threshold == 7.5
     assert isinstance(RerankCompressor(reranker=raw, score_threshold=2).score_threshold, float)
+    np = pytest.importorskip("numpy")
+    assert type(RerankCompressor(reranker=raw, score_threshold=np.float32(0.5)).score_threshold) is float
 
 
 def test_assignment_is_validated(reranker):
