@@ -587,14 +587,16 @@ def test_example_runs_offline_with_a_path(ms_marco_dir, capsys):
     example = load_example()
     rc = example.main(
         ["--reranker", str(ms_marco_dir), "--embeddings", "mock", "--top-n", "2",
-         "--query", "Which city is the capital of France?"]
+         "--similarity-top-k", str(len(example.CORPUS)), "--query", "Which city is the capital of France?"]
     )
     assert rc == 0
     out = capsys.readouterr().out
     before, after = out.split("After reranking", 1)
     assert "Before reranking" in before
-    first_after = after.strip().splitlines()[1]
-    assert "Paris" in first_after
+    assert sum(line.lstrip()[:1].isdigit() for line in before.splitlines()) == len(example.CORPUS)
+    after_lines = after.strip().splitlines()[1:]
+    assert len(after_lines) == 2
+    assert "Paris is the capital" in after_lines[0]
 
 
 def test_example_fails_with_one_line_when_the_model_cannot_load(tmp_path):
