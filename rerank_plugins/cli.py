@@ -16,11 +16,13 @@ when interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,15 +37,15 @@ logger = logging.getLogger("rerank_plugins.cli")
 
 
 class CLIError(Exception):
-    """A problem the user can fix; printed as one line, exit status 1."""
+    """A problem the user can fix; printed as one line, exit status ``code`` (1; 2 for bad arguments)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _StderrHandler(logging.StreamHandler):
     """Writes to the *current* ``sys.stderr`` (which tests and wrappers may swap)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._rerank_cli = True
 
     @property
     def stream(self) -> Any:  # type: ignore[override]
@@ -54,27 +56,40 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _setup_logging(verbose: bool) -> None:
+@contextlib.contextmanager
+def _cli_logging(verbose: bool) -> Iterator[None]:
+    """Route the package's log records to stderr and quiet the hub client; undone on exit.
+
+    Restoring the previous state keeps in-process callers (tests, notebooks) unaffected.
+    """
     pkg = logging.getLogger("rerank_plugins")
+    previous_level = pkg.level
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    pkg.addHandler(handler)
     pkg.setLevel(logging.INFO if verbose else logging.WARNING)
-    if not any(getattr(h, "_rerank_cli", False) for h in pkg.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
-        pkg.addHandler(handler)
+    restore: list[Callable[[], None]] = []
     if not verbose:
         # The hub client logs every retry of an unreachable host; the one error line says it all.
-        try:
+        with contextlib.suppress(ImportError):
             from huggingface_hub.utils import logging as hf_logging
 
+            hf_level = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()
-        except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-            pass
-        try:
+            restore.append(lambda: hf_logging.set_verbosity(hf_level))
+        with contextlib.suppress(ImportError):
             from transformers.utils import logging as tf_logging
 
-            tf_logging.disable_progress_bar()  # the "Loading weights" bar of every model load
-        except ImportError:  # pragma: no cover
-            pass
+            if tf_logging.is_progress_bar_enabled():  # the "Loading weights" bar of every model load
+                tf_logging.disable_progress_bar()
+                restore.append(tf_logging.enable_progress_bar)
+    try:
+        yield
+    finally:
+        for undo in restore:
+            undo()
+        pkg.removeHandler(handler)
+        pkg.setLevel(previous_level)
 
 
 # --------------------------------------------------------------------------- argument types
@@ -250,9 +265,9 @@ def _check_output(flag: str, value: str | None) -> Path | None:
         return None
     path = Path(value).expanduser()
     if path.is_dir():
-        raise CLIError(f"{flag} {value!r} is a directory; expected a file path")
+        raise CLIError(f"{flag} {value!r} is a directory; expected a file path", code=2)
     if not path.parent.is_dir():
-        raise CLIError(f"{flag}: directory {str(path.parent)!r} does not exist")
+        raise CLIError(f"{flag}: directory {str(path.parent)!r} does not exist", code=2)
     return path
 
 
@@ -261,7 +276,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rerank_plugins.evaluation import BiEncoder, evaluate, load_dataset
 
     if args.rerank_k > args.retrieve_k:
-        raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed --retrieve-k ({args.retrieve_k})")
+        raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed --retrieve-k ({args.retrieve_k})", code=2)
     json_out = _check_output("--json-out", args.json_out)
     plot_out = _check_output("--plot", args.plot)
     embeddings = _check_output("--embeddings", args.embeddings)
@@ -362,20 +377,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed by argparse)
         return exc.code if isinstance(exc.code, int) else 2
-    _setup_logging(args.verbose)
     from rerank_plugins.errors import MissingExtraError, ModelLoadError
     from rerank_plugins.evaluation.data import DataFormatError
 
     try:
-        return args.handler(args)
+        with _cli_logging(args.verbose):
+            return args.handler(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except (CLIError, DataFormatError, ModelLoadError, MissingExtraError, OSError, ValueError, TypeError) as exc:
         if args.verbose:
-            logger.exception("failed")
+            traceback.print_exc(file=sys.stderr)
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        return exc.code if isinstance(exc, CLIError) else 1
     except Exception as exc:  # noqa: BLE001 - an unexpected failure still ends in one line
         if args.verbose:
             raise

@@ -124,6 +124,8 @@ class BiEncoder:
         """Embed ``texts``: an ``(n, dim)`` float32 array of unit vectors."""
         import numpy as np
 
+        if len(texts) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
         if show_progress is None:
             show_progress = len(texts) > self.batch_size and _on_terminal()
         if desc:
