@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- commands
 
 
-def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> Any:
+def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tuple[Any, float]:
     from rerank_plugins import ModelLoadError, Reranker
     from rerank_plugins.backends.base import looks_like_path
 
@@ -256,8 +256,9 @@ def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> Any:
         raise CLIError(f"--reranker: {exc}{hint}") from None
     except ValueError as exc:
         raise CLIError(f"--reranker: {exc}") from None
-    logger.info("loaded reranker %r in %.2f s", reranker, time.perf_counter() - start)
-    return reranker, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    logger.info("loaded reranker %r in %.2f s", reranker, seconds)
+    return reranker, seconds
 
 
 def _check_output(flag: str, value: str | None) -> Path | None:
@@ -285,7 +286,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CLIError("--plot needs matplotlib: pip install 'rerank-plugins[eval]'") from None
-    show = False if args.no_progress else True
+    show = not args.no_progress
 
     dataset = load_dataset(args.data, format=args.format, corpus=args.corpus)
     available = len(dataset.queries)

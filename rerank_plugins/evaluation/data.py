@@ -21,9 +21,9 @@ Example:
     >>> from rerank_plugins.evaluation import load_dataset
     >>> ds = load_dataset("examples/data/squad_sample.json")  # doctest: +SKIP
     >>> len(ds.doc_ids), len(ds.queries)  # doctest: +SKIP
-    (139, 276)
+    (157, 304)
     >>> ds.sample(20, seed=0).queries[0].positives  # doctest: +SKIP
-    frozenset({'p17'})
+    frozenset({'p103'})
 """
 
 from __future__ import annotations
