@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,3 +34,15 @@ def check_top_n(top_n: Any) -> int | None:
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1 or None, got {top_n}")
     return top_n
+
+
+def check_score_threshold(value: Any) -> float | None:
+    """``None`` or a real number (numpy scalars included) as a Python float; never NaN."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"score_threshold must be a number or None, got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError("score_threshold must not be NaN")
+    return value

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rerank_plugins._validation import check_documents, check_query, check_top_n
+from rerank_plugins._validation import check_documents, check_query, check_score_threshold, check_top_n
 from rerank_plugins.backends.base import (
     KINDS,
     ScoringOptions,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from rerank_plugins.backends.base import Backend
 
-__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result"]
+__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result", "select_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,24 @@ class Result:
     score: float
     logit: float
     text: str
+
+
+def select_results(
+    results: Sequence[Result], *, top_n: int | None = None, score_threshold: float | None = None
+) -> list[Result]:
+    """Cut results sorted best first: drop those under ``score_threshold``, then keep ``top_n``.
+
+    The one place where rerankers and the framework adapters apply a threshold
+    and a top-n. A NaN score never passes a threshold.
+
+    Example:
+        >>> rs = [Result(1, 0.9, 2.2, "b"), Result(0, 0.4, -0.4, "a"), Result(2, 0.1, -2.2, "c")]
+        >>> [r.index for r in select_results(rs, top_n=2, score_threshold=0.3)]
+        [1, 0]
+    """
+    if score_threshold is not None:
+        results = [r for r in results if r.score >= score_threshold]
+    return list(results[:top_n])
 
 
 class Reranker:
@@ -164,7 +182,12 @@ class Reranker:
         return self._normalize(self._logits([query] * len(documents), documents)).tolist()
 
     def rerank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        score_threshold: float | None = None,
     ) -> list[Result]:
         """Documents sorted by score, best first (ties keep input order).
 
@@ -172,14 +195,16 @@ class Reranker:
             query: the query.
             documents: candidate texts.
             top_n: keep this many (``None``: all; more than there are: all).
+            score_threshold: first drop documents scoring under this, on the
+                ``normalize`` scale (``None``: keep all).
 
         Raises:
             TypeError: the query or a document is not a str (the message names its position).
-            ValueError: ``top_n < 1``.
+            ValueError: ``top_n < 1``; a threshold outside [0, 1] for normalised scores.
         """
         query = check_query(query)
         documents = check_documents(documents)
-        return self.rerank_many([query], [documents], top_n=top_n)[0]
+        return self.rerank_many([query], [documents], top_n=top_n, score_threshold=score_threshold)[0]
 
     def score_many(
         self,
@@ -210,10 +235,12 @@ class Reranker:
         documents_per_query: Sequence[Sequence[str]],
         top_n: int | None = None,
         *,
+        score_threshold: float | None = None,
         show_progress: bool | None = None,
     ) -> list[list[Result]]:
         """:meth:`rerank` for many queries in one pass over full batches."""
         top_n = check_top_n(top_n)
+        score_threshold = self.check_score_threshold(score_threshold)
         flat_q, flat_d, bounds = self._flatten(queries, documents_per_query)
         logits = self._logits(flat_q, flat_d, show_progress=show_progress)
         ranked: list[list[Result]] = []
@@ -224,13 +251,17 @@ class Reranker:
             order = sorted(
                 range(b - a), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i]
             )
-            ranked.append(
-                [Result(index=i, score=scores[i], logit=raw[i], text=flat_d[a + i]) for i in order][:top_n]
-            )
+            results = [Result(index=i, score=scores[i], logit=raw[i], text=flat_d[a + i]) for i in order]
+            ranked.append(select_results(results, top_n=top_n, score_threshold=score_threshold))
         return ranked
 
     async def arerank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        score_threshold: float | None = None,
     ) -> list[Result]:
         """:meth:`rerank` run in a worker thread, so the event loop stays free.
 
@@ -238,13 +269,29 @@ class Reranker:
         """
         import asyncio
 
-        return await asyncio.to_thread(self.rerank, query, documents, top_n)
+        return await asyncio.to_thread(self.rerank, query, documents, top_n, score_threshold=score_threshold)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
         """:meth:`score` run in a worker thread, so the event loop stays free."""
         import asyncio
 
         return await asyncio.to_thread(self.score, query, documents)
+
+    def check_score_threshold(self, value: Any) -> float | None:
+        """Validate a threshold for this reranker's scores; return it as a float (or ``None``).
+
+        Raises:
+            TypeError: not a number.
+            ValueError: NaN, or outside [0, 1] while scores are normalised (such a
+                threshold would drop everything or nothing).
+        """
+        value = check_score_threshold(value)
+        if value is not None and self.normalize != "none" and not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"score_threshold={value} is outside [0, 1], the range of the reranker's "
+                f"{self.normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
+            )
+        return value
 
     @property
     def backend(self) -> Backend:

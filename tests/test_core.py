@@ -18,6 +18,7 @@ import torch
 import rerank_plugins
 from rerank_plugins import ModelLoadError, Reranker, Result
 from rerank_plugins.backends.base import detect_kind, resolve_device, resolve_dtype
+from rerank_plugins.core import select_results
 
 DOCS = [
     "Paris is the capital and most populous city of France.",
@@ -321,3 +322,28 @@ def test_device_and_dtype_resolution():
 def test_repr_names_the_settings(reranker):
     text = repr(reranker)
     assert "kind='sequence-classification'" in text and "normalize='none'" in text and "max_length=512" in text
+
+
+def test_select_results_threshold_then_top_n():
+    results = [Result(3, 0.9, 2.2, "d"), Result(0, 0.5, 0.0, "a"), Result(1, 0.5, 0.0, "b"), Result(2, 0.1, -2.2, "c")]
+    assert select_results(results) == results
+    assert select_results(results, top_n=2) == results[:2]
+    assert select_results(results, score_threshold=0.5) == results[:3]  # inclusive
+    assert select_results(results, top_n=1, score_threshold=0.95) == []
+    assert select_results(results, top_n=10, score_threshold=0.2) == results[:3]
+    assert select_results([Result(0, float("nan"), float("nan"), "x")], score_threshold=0.0) == []
+
+
+def test_rerank_with_threshold(tiny_xlmr):
+    reranker = Reranker(tiny_xlmr)
+    full = reranker.rerank(QUERY, DOCS)
+    cut = full[2].score
+    assert reranker.rerank(QUERY, DOCS, score_threshold=cut) == full[:3]
+    assert reranker.rerank(QUERY, DOCS, top_n=2, score_threshold=cut) == full[:2]
+    assert reranker.rerank_many([QUERY], [DOCS], score_threshold=cut) == [full[:3]]
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        reranker.rerank(QUERY, DOCS, score_threshold=1.5)
+    with pytest.raises(TypeError, match="score_threshold must be a number or None, got str"):
+        reranker.rerank(QUERY, DOCS, score_threshold="0.5")
+    raw = Reranker(tiny_xlmr, normalize="none")
+    assert raw.check_score_threshold(np.float32(-3)) == -3.0

@@ -20,14 +20,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins._validation import check_query, check_top_n
-from rerank_plugins.core import Reranker, Result
+from rerank_plugins._validation import check_query, check_score_threshold, check_top_n
+from rerank_plugins.core import Reranker, Result, select_results
 from rerank_plugins.errors import missing_extra
 
 try:
@@ -136,21 +134,17 @@ class RerankCompressor(BaseDocumentCompressor):
     @field_validator("score_threshold", mode="before")
     @classmethod
     def _check_threshold(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"score_threshold must be a number or None, got {type(value).__name__}")
-        value = float(value)
-        if math.isnan(value):
-            raise ValueError("score_threshold must not be NaN")
-        return value
+        try:
+            return check_score_threshold(value)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
 
     # The scale check runs as field validators (not a model validator) so that a
     # rejected assignment leaves the compressor unchanged.
     @field_validator("reranker", mode="after")
     @classmethod
     def _check_reranker_scale(cls, value: Reranker, info: ValidationInfo) -> Reranker:
-        _check_scale(info.data.get("score_threshold"), value)
+        value.check_score_threshold(info.data.get("score_threshold"))
         return value
 
     @field_validator("score_threshold", mode="after")
@@ -158,7 +152,7 @@ class RerankCompressor(BaseDocumentCompressor):
     def _check_threshold_scale(cls, value: float | None, info: ValidationInfo) -> float | None:
         reranker = info.data.get("reranker")
         if reranker is not None:
-            _check_scale(value, reranker)
+            reranker.check_score_threshold(value)
         return value
 
     # ------------------------------------------------------------------ compression
@@ -246,9 +240,7 @@ class RerankCompressor(BaseDocumentCompressor):
         self, documents: Sequence[Document], results: list[Result]
     ) -> tuple[list[Document], list[int]]:
         """Apply the threshold, then ``top_n``; build the new documents."""
-        if self.score_threshold is not None:
-            results = [r for r in results if r.score >= self.score_threshold]
-        results = results[: self.top_n]
+        results = select_results(results, top_n=self.top_n, score_threshold=self.score_threshold)
         output = [
             documents[r.index].model_copy(
                 update={"metadata": _scored_metadata(documents[r.index].metadata, r.score)}
@@ -272,15 +264,6 @@ class RerankCompressor(BaseDocumentCompressor):
         )
 
     __str__ = __repr__
-
-
-def _check_scale(threshold: float | None, reranker: Reranker) -> None:
-    """A threshold outside [0, 1] can never be met by (or always passes) normalised scores."""
-    if threshold is not None and reranker.normalize != "none" and not 0.0 <= threshold <= 1.0:
-        raise ValueError(
-            f"score_threshold={threshold} is outside [0, 1], the range of the reranker's "
-            f"{reranker.normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
-        )
 
 
 def _scored_metadata(metadata: dict[str, Any], score: float) -> dict[str, Any]:

@@ -12,13 +12,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins._validation import check_query, check_top_n
-from rerank_plugins.core import Reranker, Result
+from rerank_plugins._validation import check_query, check_score_threshold, check_top_n
+from rerank_plugins.core import Reranker, Result, select_results
 from rerank_plugins.errors import missing_extra
 
 try:
@@ -116,7 +115,7 @@ class RerankPostprocessor(BaseNodePostprocessor):
         # Checked here as well as by the field validators, so that bad values raise
         # plain TypeError / ValueError before any model is loaded.
         top_n = check_top_n(top_n)
-        score_threshold = _check_threshold(score_threshold)
+        score_threshold = check_score_threshold(score_threshold)
         metadata_mode = _check_metadata_mode(metadata_mode)
         model = _as_reranker(reranker)
         super().__init__(
@@ -154,7 +153,7 @@ class RerankPostprocessor(BaseNodePostprocessor):
     @field_validator("score_threshold", mode="before")
     @classmethod
     def _validate_threshold(cls, value: Any) -> float | None:
-        return _check_threshold(value)
+        return check_score_threshold(value)
 
     # ------------------------------------------------------------------ public helpers
 
@@ -224,14 +223,8 @@ class RerankPostprocessor(BaseNodePostprocessor):
 
     def _select(self, nodes: Sequence[NodeWithScore], results: list[Result]) -> list[NodeWithScore]:
         """Threshold, then top_n, over results sorted best first; copies of the kept nodes."""
-        kept: list[NodeWithScore] = []
-        for result in results:
-            if self.top_n is not None and len(kept) >= self.top_n:
-                break
-            # A NaN score fails every comparison, so it never passes a threshold.
-            if self.score_threshold is not None and not result.score >= self.score_threshold:
-                continue
-            kept.append(self._copy(nodes[result.index], result.score))
+        selected = select_results(results, top_n=self.top_n, score_threshold=self.score_threshold)
+        kept = [self._copy(nodes[r.index], r.score) for r in selected]
         logger.debug("reranked %d nodes, kept %d", len(nodes), len(kept))
         return kept
 
@@ -269,16 +262,6 @@ def _check_metadata_mode(value: Any) -> MetadataMode:
     except ValueError:
         choices = ", ".join(repr(m.value) for m in MetadataMode)
         raise ValueError(f"metadata_mode must be a MetadataMode or one of {choices}; got {value!r}") from None
-
-
-def _check_threshold(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"score_threshold must be a number or None, got {type(value).__name__}")
-    if math.isnan(value):
-        raise ValueError("score_threshold must not be NaN")
-    return float(value)
 
 
 def _as_reranker(reranker: Any) -> Reranker:

@@ -360,9 +360,9 @@ async def test_async_scores_off_the_event_loop(tiny_reranker, nodes, monkeypatch
     threads: list[int] = []
     real_rerank = tiny_reranker.rerank
 
-    def spy(query, documents, top_n=None):
+    def spy(query, documents, top_n=None, **kwargs):
         threads.append(threading.get_ident())
-        return real_rerank(query, documents, top_n)
+        return real_rerank(query, documents, top_n, **kwargs)
 
     pp = RerankPostprocessor(tiny_reranker, top_n=5, keep_retrieval_score=True)
     sync_out = pp.postprocess_nodes(nodes, query_str=QUERY)
