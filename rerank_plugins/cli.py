@@ -27,11 +27,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rerank_plugins.backends.base import DTYPES, KINDS
+from rerank_plugins.core import NORMALIZATIONS
+
 __all__ = ["DEFAULT_RERANKER", "build_parser", "main"]
 
 PROG = "rerank-plugins"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-12-v2"
-KIND_CHOICES = ("auto", "cross-encoder", "sequence-classification", "llm-yes")
+KIND_CHOICES = ("auto", *KINDS)
 
 logger = logging.getLogger("rerank_plugins.cli")
 
@@ -133,7 +136,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="torch device for the models: auto (cuda, then mps, then cpu), cpu, cuda, "
                         "cuda:1, ... (default: %(default)s)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+    p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="reranker weights dtype (default: float32)")
     p.add_argument("--no-progress", action="store_true",
                    help="hide the progress bars (shown on stderr otherwise)")
@@ -225,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--query", required=True, metavar="Q", help="the query")
     sc.add_argument("passages", nargs="*", metavar="PASSAGE",
                     help="passages to score (none, or '-': read stdin, one per line)")
-    sc.add_argument("--normalize", choices=("sigmoid", "none", "softmax"), default="sigmoid",
+    sc.add_argument("--normalize", choices=NORMALIZATIONS, default="sigmoid",
                     help="score normalisation: sigmoid of the logit, the raw logit, or softmax over "
                          "the passages (default: %(default)s)")
     sc.add_argument("--sort", action="store_true", help="list results best first")

@@ -123,14 +123,15 @@ def model_position_limit(config: Any, tokenizer: Any) -> int | None:
     return min(limits) if limits else None
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """``"TypeName: first line of the message"``: an error summarised for a one-line report."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def load_error(model_id: str, kind: str, tried: str, error: BaseException) -> ModelLoadError:
     """A one-line, specific load error (the caller raises it ``from None``)."""
-    return ModelLoadError(f"could not load {model_id!r} as a {kind} reranker: tried {tried}: {_one_line(error)}")
+    return ModelLoadError(f"could not load {model_id!r} as a {kind} reranker: tried {tried}: {one_line(error)}")
 
 
 # --------------------------------------------------------------------------- #
@@ -264,7 +265,7 @@ def detect_kind(model_id: str) -> str:
         except Exception as exc:  # noqa: BLE001 - any hub/config failure becomes one clear error
             raise ModelLoadError(
                 f"could not load {model_id!r}: reading its config to detect the reranker kind failed: "
-                f"tried AutoConfig.from_pretrained: {_one_line(exc)}"
+                f"tried AutoConfig.from_pretrained: {one_line(exc)}"
             ) from None
         st_type = None
     kind = _kind_from_config(config, st_type)

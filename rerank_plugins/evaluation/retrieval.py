@@ -87,7 +87,7 @@ class BiEncoder:
     """
 
     def __init__(self, model: str | Path | None = None, *, device: str | Any = "auto", batch_size: int = 64):
-        from rerank_plugins.backends.base import resolve_device, resolve_model_id
+        from rerank_plugins.backends.base import one_line, resolve_device, resolve_model_id
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -104,10 +104,8 @@ class BiEncoder:
 
             self._model = SentenceTransformer(self.model_id, device=str(self.device))
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear line
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ModelLoadError(
-                f"could not load bi-encoder {self.model_id!r} with SentenceTransformer: "
-                f"{type(exc).__name__}: {detail}"
+                f"could not load bi-encoder {self.model_id!r} with SentenceTransformer: {one_line(exc)}"
             ) from None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension  # sentence-transformers < 6

@@ -11,6 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from rerank_plugins import ModelLoadError, Reranker
 from rerank_plugins.backends.llm_yes import DEFAULT_PROMPT
 
+# The model card passes max_length to tokenizer.pad together with padding=True; transformers warns.
+pytestmark = pytest.mark.filterwarnings("ignore:`max_length` is ignored when `padding`=`True`:UserWarning")
+
 # --------------------------------------------------------------------------- the reference
 
 
