@@ -140,7 +140,7 @@ class Reranker:
 
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype)
         self.kind = detect_kind(self.model_id) if kind == "auto" else kind
         if self.kind != "llm-yes" and any(
             v is not None for v in (prompt, query_prefix, passage_prefix)

@@ -313,10 +313,9 @@ def test_device_and_dtype_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="invalid device"):
         resolve_device("gpu-please")
-    cpu = torch.device("cpu")
-    assert resolve_dtype(None, cpu) is torch.float32
-    assert resolve_dtype("bf16", cpu) is torch.bfloat16
-    assert resolve_dtype(torch.float16, cpu) is torch.float16
+    assert resolve_dtype(None) is torch.float32
+    assert resolve_dtype("bf16") is torch.bfloat16
+    assert resolve_dtype(torch.float16) is torch.float16
 
 
 def test_repr_names_the_settings(reranker):

@@ -189,7 +189,7 @@ def resolve_device(device: Any) -> torch.device:
         raise ValueError(f"invalid device {device!r}: {exc}") from None
 
 
-def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: Any) -> torch.dtype:
     import torch
 
     if dtype is None:
