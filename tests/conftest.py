@@ -14,7 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "evaluation"))
 
+import _eval_helpers  # noqa: E402
 import _tiny  # noqa: E402
 
 SHARED = Path(os.environ.get("RERANK_PLUGINS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -99,3 +101,21 @@ def tiny_gemma_right(models_dir) -> Path:
 def tiny_gemma_no_pad(models_dir) -> Path:
     """The same weights, with a tokenizer that has no pad token."""
     return _tiny.build_gemma(models_dir / "gemma-no-pad", pad=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_encoder(models_dir, tiny_bert) -> Path:
+    """A sentence-transformers bi-encoder (tiny BERT + mean pooling), random weights: for mechanics only."""
+    return _eval_helpers.build_tiny_bi_encoder(models_dir / "st-bi", tiny_bert)
+
+
+@pytest.fixture(scope="session")
+def tiny_squad(tmp_path_factory) -> Path:
+    """A SQuAD-layout file over the tiny-model sentences (19 paragraphs, 38 questions)."""
+    return _eval_helpers.write_tiny_squad(tmp_path_factory.mktemp("tiny-squad"))
+
+
+@pytest.fixture(scope="session")
+def tiny_jsonl(tmp_path_factory) -> tuple[Path, Path]:
+    """A JSONL queries file and corpus file over the tiny-model sentences."""
+    return _eval_helpers.write_tiny_jsonl(tmp_path_factory.mktemp("tiny-jsonl"))

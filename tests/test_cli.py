@@ -22,28 +22,6 @@ ERROR = "rerank-plugins: error: "
 
 pytest.importorskip("faiss", reason="the eval command needs the eval extra")
 
-sys.path.insert(0, str(Path(__file__).parent / "evaluation"))
-import _eval_helpers  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_bi_encoder(models_dir, tiny_bert) -> Path:
-    path = models_dir / "st-bi"  # the same folder tests/evaluation/conftest.py builds into
-    if not (path / "modules.json").exists():
-        _eval_helpers.build_tiny_bi_encoder(path, tiny_bert)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_squad(tmp_path_factory) -> Path:
-    return _eval_helpers.write_tiny_squad(tmp_path_factory.mktemp("cli-squad"))
-
-
-@pytest.fixture(scope="module")
-def tiny_jsonl(tmp_path_factory) -> tuple[Path, Path]:
-    return _eval_helpers.write_tiny_jsonl(tmp_path_factory.mktemp("cli-jsonl"))
-
-
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(ERROR)]
 

@@ -1,4 +1,4 @@
-"""Builders for the evaluation tests' tiny assets (used by tests/evaluation/conftest.py and tests/test_cli.py)."""
+"""Builders for the evaluation tests' tiny assets (fixtures in tests/conftest.py)."""
 
 from __future__ import annotations
 
