@@ -12,7 +12,8 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,15 +177,8 @@ class RerankPostprocessor(BaseNodePostprocessor):
         query, texts = self._prepare(nodes, query_bundle)
         if not texts:
             return []
-        self._start_event(nodes, query_bundle)
-        with self.callback_manager.event(
-            CBEventType.RERANKING, payload=self._callback_payload(nodes, query)
-        ) as event:
-            results = self.reranker_instance.rerank(query, texts)
-            reranked = self._select(nodes, results)
-            event.on_end(payload={EventPayload.NODES: reranked})
-        dispatcher.event(ReRankEndEvent(nodes=reranked))
-        return reranked
+        with self._reranking(nodes, query_bundle, query) as done:
+            return done(self.reranker_instance.rerank(query, texts))
 
     @dispatcher.span
     async def _apostprocess_nodes(
@@ -195,16 +189,30 @@ class RerankPostprocessor(BaseNodePostprocessor):
         query, texts = self._prepare(nodes, query_bundle)
         if not texts:
             return []
+        with self._reranking(nodes, query_bundle, query) as done:
+            # Scoring runs in a worker thread; the event loop stays free.
+            return done(await self.reranker_instance.arerank(query, texts))
+
+    @contextmanager
+    def _reranking(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, query: str
+    ) -> Iterator[Callable[[list[Result]], list[NodeWithScore]]]:
+        """Start/end instrumentation events and the RERANKING callback event around one scoring.
+
+        Yields ``done(results) -> reranked nodes``, which selects, copies and closes the events.
+        """
         self._start_event(nodes, query_bundle)
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._callback_payload(nodes, query)
         ) as event:
-            # Scoring runs in a worker thread; the event loop stays free.
-            results = await self.reranker_instance.arerank(query, texts)
-            reranked = self._select(nodes, results)
-            event.on_end(payload={EventPayload.NODES: reranked})
-        dispatcher.event(ReRankEndEvent(nodes=reranked))
-        return reranked
+
+            def done(results: list[Result]) -> list[NodeWithScore]:
+                reranked = self._select(nodes, results)
+                event.on_end(payload={EventPayload.NODES: reranked})
+                dispatcher.event(ReRankEndEvent(nodes=reranked))
+                return reranked
+
+            yield done
 
     def _prepare(
         self, nodes: Sequence[NodeWithScore], query_bundle: QueryBundle | None
