@@ -174,6 +174,13 @@ def _nonempty_str(obj: dict[str, Any], key: str, where: str) -> str:
 # --------------------------------------------------------------------------- SQuAD layout
 
 
+def _expect(value: Any, kind: type, where: str) -> None:
+    """Raise naming ``where`` unless ``value`` is a dict (a JSON object) or a list."""
+    if not isinstance(value, kind):
+        expected = "an object" if kind is dict else "a list"
+        raise DataFormatError(f"{where} must be {expected}, got {type(value).__name__}")
+
+
 def load_squad(path: str | Path) -> Dataset:
     """Load a SQuAD-layout file (SQuAD, KorQuAD, KLUE MRC) as a retrieval set.
 
@@ -214,29 +221,24 @@ def load_squad(path: str | Path) -> Dataset:
     skipped_impossible = 0
     for ai, article in enumerate(articles):
         where = f"{path}: data[{ai}]"
-        if not isinstance(article, dict):
-            raise DataFormatError(f"{where} must be an object, got {type(article).__name__}")
+        _expect(article, dict, where)
         if "paragraphs" not in article:
             raise DataFormatError(f"{where}: missing key 'paragraphs'")
         paragraphs = article["paragraphs"]
-        if not isinstance(paragraphs, list):
-            raise DataFormatError(f"{where}.paragraphs must be a list, got {type(paragraphs).__name__}")
+        _expect(paragraphs, list, f"{where}.paragraphs")
         for pi, paragraph in enumerate(paragraphs):
             pwhere = f"{where}.paragraphs[{pi}]"
-            if not isinstance(paragraph, dict):
-                raise DataFormatError(f"{pwhere} must be an object, got {type(paragraph).__name__}")
+            _expect(paragraph, dict, pwhere)
             context = _nonempty_str(paragraph, "context", pwhere)
             doc_id = id_by_text.get(context)
             if doc_id is None:
                 doc_id = id_by_text[context] = f"p{len(texts)}"
                 texts.append(context)
             qas = paragraph.get("qas", [])
-            if not isinstance(qas, list):
-                raise DataFormatError(f"{pwhere}.qas must be a list, got {type(qas).__name__}")
+            _expect(qas, list, f"{pwhere}.qas")
             for qi, qa in enumerate(qas):
                 qwhere = f"{pwhere}.qas[{qi}]"
-                if not isinstance(qa, dict):
-                    raise DataFormatError(f"{qwhere} must be an object, got {type(qa).__name__}")
+                _expect(qa, dict, qwhere)
                 question = _nonempty_str(qa, "question", qwhere)
                 if qa.get("is_impossible") is True:
                     skipped_impossible += 1

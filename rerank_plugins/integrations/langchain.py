@@ -123,20 +123,13 @@ class RerankCompressor(BaseDocumentCompressor):
             f"reranker must be a rerank_plugins.Reranker or a model name/path, got {type(value).__name__}"
         )
 
-    @field_validator("top_n", mode="before")
+    @field_validator("top_n", "score_threshold", mode="before")
     @classmethod
-    def _check_top_n(cls, value: Any) -> Any:
+    def _check_number(cls, value: Any, info: ValidationInfo) -> Any:
+        check = check_top_n if info.field_name == "top_n" else check_score_threshold
         try:
-            return check_top_n(value)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("score_threshold", mode="before")
-    @classmethod
-    def _check_threshold(cls, value: Any) -> Any:
-        try:
-            return check_score_threshold(value)
-        except TypeError as exc:
+            return check(value)
+        except TypeError as exc:  # pydantic reports ValueErrors as validation errors
             raise ValueError(str(exc)) from None
 
     # The scale check runs as field validators (not a model validator) so that a
