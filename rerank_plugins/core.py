@@ -204,7 +204,7 @@ class Reranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
-        return self.rerank_many([query], [documents], top_n=top_n, score_threshold=score_threshold)[0]
+        return self._rank([query] * len(documents), documents, [(0, len(documents))], top_n, score_threshold)[0]
 
     def score_many(
         self,
@@ -239,21 +239,8 @@ class Reranker:
         show_progress: bool | None = None,
     ) -> list[list[Result]]:
         """:meth:`rerank` for many queries in one pass over full batches."""
-        top_n = check_top_n(top_n)
-        score_threshold = self.check_score_threshold(score_threshold)
         flat_q, flat_d, bounds = self._flatten(queries, documents_per_query)
-        logits = self._logits(flat_q, flat_d, show_progress=show_progress)
-        ranked: list[list[Result]] = []
-        for a, b in bounds:
-            raw = logits[a:b].tolist()
-            scores = self._normalize(logits[a:b]).tolist()
-            # Stable sort: ties keep input order; a NaN score sorts last.
-            order = sorted(
-                range(b - a), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i]
-            )
-            results = [Result(index=i, score=scores[i], logit=raw[i], text=flat_d[a + i]) for i in order]
-            ranked.append(select_results(results, top_n=top_n, score_threshold=score_threshold))
-        return ranked
+        return self._rank(flat_q, flat_d, bounds, top_n, score_threshold, show_progress=show_progress)
 
     async def arerank(
         self,
@@ -326,6 +313,30 @@ class Reranker:
             flat_d.extend(docs)
             bounds.append((start, len(flat_d)))
         return flat_q, flat_d, bounds
+
+    def _rank(
+        self,
+        queries: list[str],
+        documents: list[str],
+        bounds: list[tuple[int, int]],
+        top_n: int | None,
+        score_threshold: float | None,
+        *,
+        show_progress: bool | None = None,
+    ) -> list[list[Result]]:
+        """Score validated, flattened pairs; one sorted, cut result list per ``(start, end)`` bound."""
+        top_n = check_top_n(top_n)
+        score_threshold = self.check_score_threshold(score_threshold)
+        logits = self._logits(queries, documents, show_progress=show_progress)
+        ranked: list[list[Result]] = []
+        for a, b in bounds:
+            raw = logits[a:b].tolist()
+            scores = self._normalize(logits[a:b]).tolist()
+            # Stable sort: ties keep input order; a NaN score sorts last.
+            order = sorted(range(b - a), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i])
+            results = [Result(index=i, score=scores[i], logit=raw[i], text=documents[a + i]) for i in order]
+            ranked.append(select_results(results, top_n=top_n, score_threshold=score_threshold))
+        return ranked
 
     def _logits(
         self, queries: list[str], documents: list[str], *, show_progress: bool | None = None
