@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from rerank_plugins.backends.base import DTYPES, KINDS
-from rerank_plugins.core import NORMALIZATIONS
+from rerank_plugins.backends.engines import ENGINES
+from rerank_plugins.core import DEFAULT_MAX_BATCH_TOKENS, NORMALIZATIONS
 
 __all__ = ["DEFAULT_RERANKER", "build_parser", "main"]
 
@@ -129,15 +130,23 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--kind", choices=KIND_CHOICES, default="auto",
         help="reranker family; 'auto' (the default) decides from the model's config files",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
-                   help="(query, passage) pairs per reranker forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                   help="at most B (query, passage) pairs per reranker forward pass "
+                        "(default: no cap; batches are bounded by --max-batch-tokens)")
+    p.add_argument("--max-batch-tokens", type=_positive_int, default=DEFAULT_MAX_BATCH_TOKENS, metavar="T",
+                   help="at most T tokens (padding included) per reranker forward pass; lowered "
+                        "automatically after an out-of-memory error (default: %(default)s)")
     p.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
                    help="reranker truncation length in tokens (default: the model's own)")
     p.add_argument("--device", default="auto",
                    help="torch device for the models: auto (cuda, then mps, then cpu), cpu, cuda, "
                         "cuda:1, ... (default: %(default)s)")
-    p.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="reranker weights dtype (default: float32)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="reranker dtype: auto (bfloat16 where the CPU/GPU has native bf16, else float32 "
+                        "or float16 on GPUs), float32 (exact), bfloat16, float16 (default: %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="inference engine: auto (OpenVINO for encoder rerankers on CPU when installed, "
+                        "else torch), torch, openvino (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true",
                    help="hide the progress bars (shown on stderr otherwise)")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -157,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rerank_plugins import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{eval,score}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{eval,score,bench}", required=True)
 
     ev = sub.add_parser(
         "eval", formatter_class=_Formatter,
@@ -236,10 +245,45 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep only the N best results (implies --sort)")
     _add_model_options(sc)
     sc.set_defaults(handler=_cmd_score)
+
+    be = sub.add_parser(
+        "bench", formatter_class=_Formatter,
+        help="measure this machine: dtypes and engines side by side with sentence-transformers",
+        description=(
+            "Score the same SQuAD-layout questions (each with its gold paragraph among --paragraphs)\n"
+            "with sentence-transformers' CrossEncoder (float32, its default, and bfloat16) and with\n"
+            "this package in each dtype and engine, in one process, alternating the order each\n"
+            "round. Prints pairs/s, the ratios to sentence-transformers, hit@1 and MRR@10, the\n"
+            "largest |logit difference| from exact float32, and GFLOP/s against the CPU's peak."
+        ),
+        epilog="Example: rerank-plugins bench --reranker ./ms-marco-MiniLM-L-12-v2 --data squad-dev.json",
+    )
+    be.add_argument("--reranker", metavar="MODEL", required=True,
+                    help="a CrossEncoder or sequence-classification model directory")
+    be.add_argument("--data", metavar="FILE", required=True, help="SQuAD-layout JSON")
+    be.add_argument("--questions", type=_positive_int, default=50, metavar="N", help="(default: %(default)s)")
+    be.add_argument("--paragraphs", type=_positive_int, default=30, metavar="K", help="(default: %(default)s)")
+    be.add_argument("--rounds", type=_positive_int, default=3, metavar="R", help="(default: %(default)s)")
+    be.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    be.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    be.set_defaults(handler=_cmd_bench)
     return parser
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rerank_plugins.benchmark import format_table, run_benchmark
+
+    if not Path(args.data).is_file():
+        raise CLIError(f"--data: no such file: {args.data}")
+    results = run_benchmark(
+        args.reranker, args.data, questions=args.questions, paragraphs=args.paragraphs,
+        rounds=args.rounds, seed=args.seed, log=lambda line: print(line, file=sys.stderr),
+    )
+    print(format_table(results))
+    return 0
 
 
 def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tuple[Any, float]:
@@ -251,6 +295,7 @@ def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tupl
         reranker = Reranker(
             args.reranker, kind=args.kind, normalize=normalize, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, dtype=args.dtype,
+            max_batch_tokens=args.max_batch_tokens, engine=args.engine,
         )
     except ModelLoadError as exc:
         hint = ""
@@ -390,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        print(f"{PROG}: error: {_one_line(exc)} (try a lower --max-length, or --batch-size 1)", file=sys.stderr)
+        return 1
     except (CLIError, DataFormatError, ModelLoadError, MissingExtraError, OSError, ValueError, TypeError) as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rerank_plugins._validation import check_documents, check_query, check_score_threshold, check_top_n
 from rerank_plugins.backends.base import (
     KINDS,
+    Row,
     ScoringOptions,
     detect_kind,
     load_backend,
@@ -19,13 +21,14 @@ from rerank_plugins.backends.base import (
     resolve_dtype,
     resolve_model_id,
 )
+from rerank_plugins.backends.engines import resolve_engine
 
 if TYPE_CHECKING:
     import numpy as np
 
     from rerank_plugins.backends.base import Backend
 
-__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result", "select_results"]
+__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result", "select_results", "token_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ Normalize = Literal["none", "sigmoid", "softmax"]
 NORMALIZATIONS: tuple[str, ...] = ("none", "sigmoid", "softmax")
 # Used only when a model states no length limit at all.
 _FALLBACK_MAX_LENGTH = 512
+# Tokens per forward pass, padding included (32 pairs of 512 tokens).
+DEFAULT_MAX_BATCH_TOKENS = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,44 @@ def select_results(
     return list(results[:top_n])
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an allocation failure: ``torch.OutOfMemoryError`` or the CPU allocator's RuntimeError."""
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and (
+        "can't allocate memory" in text or "DefaultCPUAllocator" in text or "out of memory" in text.lower()
+    )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def token_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int | None = None) -> list[tuple[int, int]]:
+    """Cut rows sorted longest first into ``(start, end)`` batches of at most ``max_tokens`` padded tokens.
+
+    A batch pads to its first (longest) row, so it costs ``rows x first length``.
+    A row longer than ``max_tokens`` gets a batch of its own.
+
+    Example:
+        >>> token_batches([300, 200, 100, 100], max_tokens=500)
+        [(0, 1), (1, 3), (3, 4)]
+    """
+    batches: list[tuple[int, int]] = []
+    start, n = 0, len(lengths)
+    while start < n:
+        fit = max(1, max_tokens // max(lengths[start], 1))
+        if max_rows is not None:
+            fit = min(fit, max_rows)
+        end = min(n, start + fit)
+        batches.append((start, end))
+        start = end
+    return batches
+
+
 class Reranker:
     """Score and reorder documents for a query with a cross-encoder-style model.
 
@@ -89,14 +132,22 @@ class Reranker:
             ``normalize=True``), ``"none"`` (the raw logit) or ``"softmax"``
             (over one query's candidates: ``exp(x - max) / sum``). The raw logit
             is always on ``Result.logit``.
-        batch_size: pairs per forward pass.
+        batch_size: at most this many pairs per forward pass (``None``: no cap;
+            batches are bounded by ``max_batch_tokens``).
+        max_batch_tokens: at most this many tokens per forward pass, padding
+            included: short pairs fill large batches, long ones stay within memory.
         max_length: truncation length in tokens. ``None`` uses the family
             default: the CrossEncoder's own limit, 512 for sequence
             classification (the published usage), 1024 for LLM rerankers; never
             more than the model's position limit.
         device: ``"auto"`` picks cuda, then mps, then cpu; or any torch device string.
-        dtype: ``None`` (float32), ``"float32"``, ``"float16"`` or ``"bfloat16"``
-            (or a ``torch.dtype``).
+        dtype: ``"auto"`` (default: bfloat16 on CPUs with native bf16
+            instructions and on CUDA GPUs that support it, float16 on other GPUs,
+            float32 elsewhere; :attr:`dtype` tells the choice), ``"float32"``
+            (the exact path), ``"float16"`` or ``"bfloat16"`` (or a ``torch.dtype``).
+        engine: ``"auto"`` (OpenVINO for the cross-encoder and
+            sequence-classification families on CPU when the ``fast`` extra is
+            installed, else torch), ``"torch"`` or ``"openvino"``.
         prompt: LLM rerankers only: the instruction after the pair.
         query_prefix: LLM rerankers only: text before the query (default ``"A: "``).
         passage_prefix: LLM rerankers only: text before the passage (default ``"B: "``).
@@ -114,21 +165,23 @@ class Reranker:
         *,
         kind: str = "auto",
         normalize: Normalize = "sigmoid",
-        batch_size: int = 32,
+        batch_size: int | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_length: int | None = None,
         device: str | Any = "auto",
-        dtype: str | Any = None,
+        dtype: str | Any = "auto",
+        engine: str = "auto",
         prompt: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
     ) -> None:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if max_length is not None and (
-            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
-        ):
+        if batch_size is not None and not _positive_int(batch_size):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if not _positive_int(max_batch_tokens):
+            raise ValueError(f"max_batch_tokens must be a positive int, got {max_batch_tokens!r}")
+        if max_length is not None and not _positive_int(max_length):
             raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
         if kind != "auto" and kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
@@ -140,8 +193,9 @@ class Reranker:
 
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
         self.kind = detect_kind(self.model_id) if kind == "auto" else kind
+        self.dtype: str = resolve_dtype(dtype, self.device)
+        engine = resolve_engine(engine, kind=self.kind, device=self.device, dtype=self.dtype)
         if self.kind != "llm-yes" and any(
             v is not None for v in (prompt, query_prefix, passage_prefix)
         ):
@@ -151,7 +205,12 @@ class Reranker:
             )
         self.normalize: Normalize = normalize
         self.batch_size = batch_size
-        self._backend: Backend = load_backend(self.model_id, self.kind, self.device, self.dtype)
+        self.max_batch_tokens = max_batch_tokens
+        # Lowered (and kept) when a batch runs out of memory.
+        self._token_budget = max_batch_tokens
+        self._backend: Backend = load_backend(self.model_id, self.kind, self.device, self.dtype, engine)
+        self.engine: str = self._backend.engine
+        logger.info("%s runs in %s on %s (engine %s)", self.model_id, self.dtype, self.device, self.engine)
 
         limit = self._backend.max_positions
         if max_length is None:
@@ -341,40 +400,84 @@ class Reranker:
     def _logits(
         self, queries: list[str], documents: list[str], *, show_progress: bool | None = None
     ) -> np.ndarray:
-        """Raw logits in input order: length-sort, batch, score, restore order."""
+        """Raw logits in input order: tokenise once, truncate what overflows, score."""
         import numpy as np
 
         n = len(documents)
-        out = np.empty(n, dtype=np.float32)
         if n == 0:
-            return out
-        import torch
-        from tqdm.auto import tqdm
-
+            return np.empty(0, dtype=np.float32)
         backend = self._backend
         with backend.lock:
-            lengths, truncated = backend.measure(queries, documents, self._options)
-        n_truncated = sum(truncated)
+            pairs = backend.encode(queries, documents, self._options)
+        rows = [pair.row() if pair.fits else backend.truncated_row(pair) for pair in pairs]
+        n_truncated = sum(not pair.fits for pair in pairs)
         if n_truncated:
             logger.warning(
                 "%d of %d pairs exceed max_length=%d tokens and were truncated",
                 n_truncated, n, self.max_length,
             )
-        # Longest first: the largest batch runs first, so memory errors surface at once.
-        order = sorted(range(n), key=lambda i: -lengths[i])
-        starts = range(0, n, self.batch_size)
+        return self._forward_rows(rows, show_progress=show_progress)
+
+    def _forward_rows(self, rows: list[Row], *, show_progress: bool | None = None) -> np.ndarray:
+        """One raw logit per row: longest first, in batches bounded by the token budget.
+
+        On an allocation failure (CPU allocator or ``torch.OutOfMemoryError``)
+        the batch is halved and retried, and the smaller budget is kept for the
+        rest of this reranker's calls; a pair that fails alone is a clear error.
+        """
+        import numpy as np
+        import torch
+        from tqdm.auto import tqdm
+
+        out = np.empty(len(rows), dtype=np.float32)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i].ids))
+        lengths = [len(rows[i].ids) for i in order]
         if show_progress is None:
-            disable: bool | None = True if len(starts) < 2 else None  # None: only on a terminal
+            # None: a bar on a terminal when there is more than one batch.
+            disable: bool | None = True if len(token_batches(lengths, **self._batch_limits())) < 2 else None
         else:
             disable = not show_progress
-        for start in tqdm(starts, desc="Reranking", unit="batch", disable=disable):
-            idx = order[start : start + self.batch_size]
-            batch_q = [queries[i] for i in idx]
-            batch_d = [documents[i] for i in idx]
-            with backend.lock, torch.inference_mode():
-                logits = backend.score_batch(batch_q, batch_d, self._options)
-            out[idx] = logits.numpy()
+        backend = self._backend
+        start = 0
+        with tqdm(total=len(rows), desc="Reranking", unit="pair", disable=disable) as bar:
+            while start < len(rows):
+                end = token_batches(lengths[start:], **self._batch_limits())[0][1] + start
+                idx = order[start:end]
+                try:
+                    with backend.lock, torch.inference_mode():
+                        logits = backend.forward([rows[i] for i in idx])
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    self._back_off(exc, rows=end - start, width=lengths[start])
+                    continue
+                out[idx] = logits.numpy()
+                bar.update(end - start)
+                start = end
         return out
+
+    def _batch_limits(self) -> dict[str, Any]:
+        return {"max_tokens": self._token_budget, "max_rows": self.batch_size}
+
+    def _back_off(self, error: BaseException, *, rows: int, width: int) -> None:
+        """Halve the token budget after an allocation failure of a ``rows x width`` batch."""
+        if rows == 1:
+            raise MemoryError(
+                f"one pair of {width} tokens does not fit in memory even alone (batch_size=1); "
+                f"lower max_length (now {self.max_length}) or use a smaller dtype. "
+                f"The allocator said: {str(error).splitlines()[0][:200]}"
+            ) from None
+        self._token_budget = max(1, (rows // 2) * width)
+        logger.warning(
+            "out of memory scoring %d pairs of %d tokens; retrying in smaller batches "
+            "(max_batch_tokens %d from now on; set batch_size/max_batch_tokens lower to avoid this)",
+            rows, width, self._token_budget,
+        )
+        with contextlib.suppress(Exception):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def _normalize(self, logits: np.ndarray) -> np.ndarray:
         import torch
@@ -389,7 +492,7 @@ class Reranker:
     def __repr__(self) -> str:
         return (
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
-            f"batch_size={self.batch_size}, max_length={self.max_length}, "
-            f"device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
+            f"batch_size={self.batch_size}, max_batch_tokens={self.max_batch_tokens}, max_length={self.max_length}, "
+            f"device={str(self.device)!r}, dtype={self.dtype!r}, engine={self.engine!r})"
         )
 

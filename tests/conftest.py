@@ -12,6 +12,10 @@ import pytest
 # Tests never reach a model hub: fail fast instead of waiting on network timeouts.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Parity tests compare with float32 references: "auto" resolves to the exact path
+# here. Tests of the automatic choice unset these (see tests/test_hardware.py).
+os.environ["RERANK_PLUGINS_DTYPE"] = "float32"
+os.environ["RERANK_PLUGINS_ENGINE"] = "torch"
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "evaluation"))

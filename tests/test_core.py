@@ -11,6 +11,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import _tiny
 import numpy as np
 import pytest
 import torch
@@ -130,8 +131,8 @@ def test_empty_documents_do_not_run_the_model(tiny_xlmr, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the model ran")
 
-    monkeypatch.setattr(reranker.backend, "score_batch", boom)
-    monkeypatch.setattr(reranker.backend, "measure", boom)
+    monkeypatch.setattr(reranker.backend, "forward", boom)
+    monkeypatch.setattr(reranker.backend, "encode", boom)
     assert reranker.score(QUERY, []) == []
     assert reranker.rerank(QUERY, [], top_n=3) == []
     assert reranker.score_many([QUERY, "q2"], [[], ()]) == [[], []]
@@ -241,7 +242,7 @@ def test_float16_and_bfloat16_run_close_to_float32(tiny_xlmr):
     ref = np.array(Reranker(tiny_xlmr, normalize="none").score(QUERY, DOCS))
     for dtype in ("bfloat16", torch.float16):
         reranker = Reranker(tiny_xlmr, normalize="none", dtype=dtype)
-        assert reranker.dtype in (torch.bfloat16, torch.float16)
+        assert reranker.dtype == str(dtype).removeprefix("torch.")
         got = np.array(reranker.score(QUERY, DOCS))
         assert np.abs(got - ref).max() < 0.1
 
@@ -297,8 +298,12 @@ def test_argument_validation(tiny_xlmr, tiny_bert):
         Reranker(tiny_xlmr, batch_size=0)
     with pytest.raises(ValueError, match="max_length must be a positive int"):
         Reranker(tiny_xlmr, max_length=0)
-    with pytest.raises(ValueError, match="dtype must be one of"):
-        Reranker(tiny_xlmr, dtype="int8")
+    with pytest.raises(ValueError, match="dtype must be 'auto' or one of"):
+        Reranker(tiny_xlmr, dtype="int4")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        Reranker(tiny_xlmr, engine="tensorrt")
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive int"):
+        Reranker(tiny_xlmr, max_batch_tokens=0)
     with pytest.raises(ValueError, match="apply to kind='llm-yes' only"):
         Reranker(tiny_bert, prompt="Is it relevant?")
     with pytest.raises(TypeError, match="model must be a str or pathlib.Path"):
@@ -313,9 +318,11 @@ def test_device_and_dtype_resolution():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="invalid device"):
         resolve_device("gpu-please")
-    assert resolve_dtype(None) is torch.float32
-    assert resolve_dtype("bf16") is torch.bfloat16
-    assert resolve_dtype(torch.float16) is torch.float16
+    assert resolve_dtype("float32") == "float32"
+    assert resolve_dtype("bf16") == "bfloat16"
+    assert resolve_dtype(torch.float16) == "float16"
+    with pytest.raises(TypeError, match="dtype must be a str or torch.dtype"):
+        resolve_dtype(3.5)
 
 
 def test_repr_names_the_settings(reranker):
@@ -346,3 +353,141 @@ def test_rerank_with_threshold(tiny_xlmr):
         reranker.rerank(QUERY, DOCS, score_threshold="0.5")
     raw = Reranker(tiny_xlmr, normalize="none")
     assert raw.check_score_threshold(np.float32(-3)) == -3.0
+
+
+# --------------------------------------------------------------------------- batching by tokens
+
+
+def test_token_batches_bound_padded_tokens():
+    from rerank_plugins.core import token_batches
+
+    lengths = sorted([512, 300, 300, 120, 100, 90, 40, 40, 40, 12], reverse=True)
+    batches = token_batches(lengths, max_tokens=600)
+    assert batches[0] == (0, 1)  # 512: alone
+    covered = [i for a, b in batches for i in range(a, b)]
+    assert covered == list(range(len(lengths)))  # every row once, in order
+    for a, b in batches:
+        assert (b - a) * lengths[a] <= 600 or b - a == 1
+    assert token_batches([900], max_tokens=100) == [(0, 1)]  # an over-long row still runs
+    assert token_batches([10] * 10, max_tokens=1000, max_rows=4) == [(0, 4), (4, 8), (8, 10)]
+    assert token_batches([], max_tokens=10) == []
+
+
+def test_short_pairs_fill_large_batches(tiny_xlmr, monkeypatch):
+    reranker = Reranker(tiny_xlmr, normalize="none", max_batch_tokens=2048)
+    sizes = []
+    forward = reranker.backend.forward
+
+    def spy(rows):
+        sizes.append((len(rows), max(len(r.ids) for r in rows)))
+        return forward(rows)
+
+    monkeypatch.setattr(reranker.backend, "forward", spy)
+    docs = [f"short passage number {i}" for i in range(200)] + [DOCS[0] * 20]
+    reranker.score(QUERY, docs)
+    assert sum(n for n, _ in sizes) == len(docs)
+    assert sizes[0][0] == 1 or sizes[0][0] * sizes[0][1] <= 2048  # longest first
+    assert max(n for n, _ in sizes) > 32  # more pairs than the old fixed batch of 32
+    assert all(n * width <= 2048 for n, width in sizes if n > 1)
+
+
+def test_each_pair_is_tokenised_once(tiny_xlmr, monkeypatch):
+    reranker = Reranker(tiny_xlmr, normalize="none")
+    calls = []
+    tokenizer = reranker.backend.tokenizer
+    original = type(tokenizer).__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(len(args[0]) if args and isinstance(args[0], list) else 1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    docs = [d for _, d in _tiny.mixed_pairs(40)]
+    reranker.score(QUERY, docs)
+    assert calls == [len(docs)]  # one batched call, each pair once, long pairs included
+
+
+def test_longest_first_matches_the_tokenizer(tiny_xlmr, tiny_bert):
+    import random
+
+    from transformers import AutoTokenizer
+
+    from rerank_plugins.backends.base import ScoringOptions
+    from rerank_plugins.backends.sequence_classification import SequenceClassificationBackend
+
+    rng = random.Random(0)
+    for path in (tiny_xlmr, tiny_bert):
+        tok = AutoTokenizer.from_pretrained(path)
+        backend = Reranker(path).backend
+        assert isinstance(backend, SequenceClassificationBackend)
+        for _ in range(150):
+            q = " ".join(rng.choice(_tiny.CORPUS) for _ in range(rng.randint(0, 6)))
+            d = " ".join(rng.choice(_tiny.CORPUS) for _ in range(rng.randint(0, 12)))
+            max_length = rng.randint(8, 160)
+            (pair,) = backend.encode([q], [d], ScoringOptions(max_length=max_length))
+            row = pair.row() if pair.fits else backend.truncated_row(pair)
+            ref = tok(q, d, truncation=True, max_length=max_length)
+            assert row.ids == ref["input_ids"], (q, d, max_length)
+            if "token_type_ids" in ref:
+                assert row.types == ref["token_type_ids"]
+
+
+# --------------------------------------------------------------------------- out-of-memory backoff
+
+
+def _allocator_limit(monkeypatch, backend, max_tokens):
+    """Make ``backend.forward`` fail like the CPU allocator above ``max_tokens`` padded tokens."""
+    forward = backend.forward
+    seen = []
+
+    def limited(rows):
+        cost = len(rows) * max(len(r.ids) for r in rows)
+        seen.append(len(rows))
+        if cost > max_tokens:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                f"you tried to allocate {cost * 4096} bytes. Error code 12 (Cannot allocate memory)"
+            )
+        return forward(rows)
+
+    monkeypatch.setattr(backend, "forward", limited)
+    return seen
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_the_scores(tiny_xlmr, monkeypatch, caplog):
+    docs = [d for _, d in _tiny.mixed_pairs(48)]
+    expected = Reranker(tiny_xlmr, normalize="none").score(QUERY, docs)
+    reranker = Reranker(tiny_xlmr, normalize="none", max_batch_tokens=100_000)
+    seen = _allocator_limit(monkeypatch, reranker.backend, max_tokens=3000)
+    with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
+        got = reranker.score(QUERY, docs)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert seen[0] == len(docs) and max(seen[1:]) < len(docs)
+    assert any("out of memory" in r.getMessage() and "max_batch_tokens" in r.getMessage() for r in caplog.records)
+    # The size that worked is remembered: the next call does not fail first.
+    failures_before = len(seen)
+    reranker.score(QUERY, docs)
+    second = seen[failures_before:]
+    assert second[0] < len(docs)
+    assert reranker._token_budget < 100_000
+
+
+def test_out_of_memory_on_one_pair_is_a_clear_error(tiny_xlmr, monkeypatch):
+    reranker = Reranker(tiny_xlmr, normalize="none")
+    _allocator_limit(monkeypatch, reranker.backend, max_tokens=5)
+    with pytest.raises(MemoryError, match=r"does not fit in memory even alone \(batch_size=1\)"):
+        reranker.score(QUERY, DOCS)
+
+
+def test_other_runtime_errors_are_not_retried(tiny_xlmr, monkeypatch):
+    reranker = Reranker(tiny_xlmr, normalize="none")
+    calls = []
+
+    def broken(rows):
+        calls.append(len(rows))
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(reranker.backend, "forward", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        reranker.score(QUERY, DOCS)
+    assert calls == [len(DOCS)]

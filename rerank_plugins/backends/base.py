@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 KINDS: tuple[str, ...] = ("cross-encoder", "sequence-classification", "llm-yes")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 
+DTYPE_ENV = "RERANK_PLUGINS_DTYPE"
 # Model types whose learned position table starts after ``padding_idx``.
 _OFFSET_POSITION_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
 # Tokenizers without a configured limit report a huge sentinel for model_max_length.
@@ -51,12 +53,69 @@ class ScoringOptions:
     passage_prefix: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PairEncoding:
+    """One (query, passage) pair, tokenised once and split around the passage's tokens.
+
+    The whole pair is ``head + body + tail``; a truncated or windowed row keeps
+    ``head`` and ``tail`` and takes a slice of ``body``.
+
+    Attributes:
+        head: ids before the passage (special tokens, the query, any prompt prefix).
+        body: the passage's ids.
+        tail: ids after the passage (special tokens, any prompt suffix).
+        head_types: token type ids of ``head`` (``None`` when the model takes none);
+            likewise ``body_types`` and ``tail_types``.
+        offsets: ``(start, end)`` character offsets of each ``body`` token in the passage.
+        query: ``(start, end)`` positions of the query's tokens inside ``head``.
+        budget: the most ``body`` tokens that fit in one row with the full ``head``
+            (negative when the head alone overflows).
+    """
+
+    head: list[int]
+    body: list[int]
+    tail: list[int]
+    head_types: list[int] | None
+    body_types: list[int] | None
+    tail_types: list[int] | None
+    offsets: list[tuple[int, int]]
+    query: tuple[int, int]
+    budget: int
+
+    @property
+    def fits(self) -> bool:
+        return len(self.body) <= self.budget
+
+    def row(self, start: int = 0, end: int | None = None, head_cut: int = 0) -> Row:
+        """``head + body[start:end] + tail``, dropping the last ``head_cut`` query tokens."""
+        head, head_types = self.head, self.head_types
+        if head_cut:
+            q0, q1 = self.query
+            keep = max(q0, q1 - head_cut)
+            head = head[:keep] + head[q1:]
+            head_types = None if head_types is None else head_types[:keep] + head_types[q1:]
+        ids = head + self.body[start:end] + self.tail
+        if head_types is None or self.body_types is None or self.tail_types is None:
+            return Row(ids, None)
+        return Row(ids, head_types + self.body_types[start:end] + self.tail_types)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """Model input for one pair or window: token ids and (optionally) token type ids."""
+
+    ids: list[int]
+    types: list[int] | None
+
+
 class Backend(ABC):
     """One loaded reranker model.
 
-    Subclasses load their model in ``__init__`` and implement
-    :meth:`score_batch`. They may override :meth:`measure` when their model
-    input is not the tokenizer's plain pair encoding.
+    A family implements two hooks: :meth:`encode` tokenises each pair once and
+    splits it around the passage (so the core can truncate or window it without
+    tokenising again), and :meth:`forward` scores ready rows. Families whose
+    published code truncates differently from "cut the passage's end" override
+    :meth:`truncated_row`.
 
     Attributes:
         kind: the reranker family this backend implements.
@@ -68,7 +127,7 @@ class Backend(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, model_id: str, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model_id: str, *, device: torch.device, dtype: str) -> None:
         self.model_id = model_id
         self.device = device
         self.dtype = dtype
@@ -77,26 +136,17 @@ class Backend(ABC):
         self.max_positions: int | None = None
         self.default_max_length: int | None = None
 
-    def measure(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> tuple[list[int], list[bool]]:
-        """Token length of each pair after truncation, and whether it was truncated.
+    @abstractmethod
+    def encode(self, queries: list[str], documents: list[str], options: ScoringOptions) -> list[PairEncoding]:
+        """Tokenise each pair once; ``budget`` is computed for ``options.max_length``."""
 
-        The lengths only order pairs into batches of similar size; scores do
-        not depend on them.
-        """
-        encoded = self.tokenizer(
-            queries, documents, add_special_tokens=True, truncation=False, verbose=False
-        )["input_ids"]
-        full = [len(ids) for ids in encoded]
-        limit = options.max_length
-        return [min(n, limit) for n in full], [n > limit for n in full]
+    def truncated_row(self, pair: PairEncoding) -> Row:
+        """The published scoring code's input for a pair that does not fit: the passage's end is cut."""
+        return pair.row(0, max(pair.budget, 0))
 
     @abstractmethod
-    def score_batch(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> torch.Tensor:
-        """Return one raw float32 logit per pair, as a 1-D CPU tensor.
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        """Return one raw float32 logit per row, as a 1-D CPU tensor.
 
         Called under ``torch.inference_mode()`` and with :attr:`lock` held.
         """
@@ -104,8 +154,53 @@ class Backend(ABC):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model_id={self.model_id!r}, device={str(self.device)!r}, "
-            f"dtype={str(self.dtype).removeprefix('torch.')!r})"
+            f"dtype={self.dtype!r}, engine={getattr(self, 'engine', 'torch')!r})"
         )
+
+
+def split_pair_encodings(batch: Any, max_length: int) -> list[PairEncoding]:
+    """Split fast-tokenizer pair encodings (``tokenizer(queries, documents)``) around the passage.
+
+    Uses each encoding's ``sequence_ids``: 0 marks the query's tokens, 1 the
+    passage's, ``None`` the special tokens the tokenizer's template adds.
+    """
+    pairs = []
+    for enc in batch.encodings:
+        seq = enc.sequence_ids
+        ids, types, offsets = enc.ids, enc.type_ids, enc.offsets
+        body_pos = [i for i, s in enumerate(seq) if s == 1]
+        query_pos = [i for i, s in enumerate(seq) if s == 0]
+        # An empty passage has no tokens to slice: the whole pair is its head.
+        b0, b1 = (body_pos[0], body_pos[-1] + 1) if body_pos else (len(ids), len(ids))
+        q = (query_pos[0], query_pos[-1] + 1) if query_pos else (b0, b0)
+        specials = len(ids) - (b1 - b0) - (q[1] - q[0])
+        pairs.append(
+            PairEncoding(
+                head=ids[:b0], body=ids[b0:b1], tail=ids[b1:],
+                head_types=types[:b0], body_types=types[b0:b1], tail_types=types[b1:],
+                offsets=offsets[b0:b1], query=q,
+                budget=max_length - specials - (q[1] - q[0]),
+            )
+        )
+    return pairs
+
+
+def longest_first(n_query: int, n_passage: int, room: int) -> tuple[int, int]:
+    """Tokens kept of each sequence by the tokenizers library's ``longest_first`` truncation.
+
+    ``room`` is ``max_length`` less the special tokens. The same arithmetic as
+    ``tokenizers``' ``truncate_encodings``: cut the longer sequence first; when
+    both are longer than half, keep half of ``room`` each.
+    """
+    n1, n2 = n_query, n_passage
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > room else max(n1, room - n1)
+    if n1 + n2 > room:
+        n1 = room // 2
+        n2 = n1 + room % 2
+    return (n2, n1) if swap else (n1, n2)
 
 
 def model_position_limit(config: Any, tokenizer: Any) -> int | None:
@@ -189,22 +284,30 @@ def resolve_device(device: Any) -> torch.device:
         raise ValueError(f"invalid device {device!r}: {exc}") from None
 
 
-def resolve_dtype(dtype: Any) -> torch.dtype:
-    import torch
+def resolve_dtype(dtype: Any, device: Any = "cpu") -> str:
+    """The dtype name to run in: ``"auto"`` (or ``None``) picks by the hardware (:mod:`rerank_plugins.hardware`).
 
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
+    ``"auto"`` first reads the ``RERANK_PLUGINS_DTYPE`` environment variable, so a
+    deployment (or a test suite) can pin the dtype without changing code.
+
+    Accepts the names in :data:`DTYPES`, their short forms (``fp32``, ``bf16``,
+    ``fp16``, ``half``) and ``torch.dtype`` objects.
+    """
+    if dtype is None or dtype == "auto":
+        dtype = os.environ.get(DTYPE_ENV, "auto") or "auto"
+        if dtype == "auto":
+            from rerank_plugins.hardware import auto_dtype_name
+
+            return auto_dtype_name(device)
+    if isinstance(dtype, str):
+        name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(dtype, dtype)
+    elif type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
         name = str(dtype).removeprefix("torch.")
-    elif isinstance(dtype, str):
-        name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(
-            dtype, dtype
-        )
     else:
         raise TypeError(f"dtype must be a str or torch.dtype, got {type(dtype).__name__}")
     if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    return getattr(torch, name)
+        raise ValueError(f"dtype must be 'auto' or one of {', '.join(DTYPES)}; got {dtype!r}")
+    return name
 
 
 # --------------------------------------------------------------------------- #
@@ -300,15 +403,15 @@ def _backend_class(kind: str) -> type[Backend]:
     raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
 
 
-_CacheKey = tuple[str, str, str, str]
+_CacheKey = tuple[str, str, str, str, str]
 _cache: dict[_CacheKey, Backend] = {}
 _key_locks: dict[_CacheKey, threading.Lock] = {}
 _cache_lock = threading.Lock()
 
 
-def load_backend(model_id: str, kind: str, device: torch.device, dtype: torch.dtype) -> Backend:
-    """Return the shared backend for (model, kind, device, dtype), loading it once."""
-    key = (model_id, kind, str(device), str(dtype))
+def load_backend(model_id: str, kind: str, device: torch.device, dtype: str, engine: str = "torch") -> Backend:
+    """Return the shared backend for (model, kind, device, dtype, engine), loading it once."""
+    key = (model_id, kind, str(device), dtype, engine)
     with _cache_lock:
         backend = _cache.get(key)
         if backend is not None:
@@ -318,7 +421,7 @@ def load_backend(model_id: str, kind: str, device: torch.device, dtype: torch.dt
         with _cache_lock:
             backend = _cache.get(key)
         if backend is None:
-            backend = _backend_class(kind)(model_id, device=device, dtype=dtype)
+            backend = _backend_class(kind)(model_id, device=device, dtype=dtype, engine=engine)
             with _cache_lock:
                 _cache[key] = backend
             logger.info("loaded %r", backend)

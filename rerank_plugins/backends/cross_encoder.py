@@ -16,29 +16,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rerank_plugins.backends.base import ScoringOptions, guarded_load, model_position_limit
+from rerank_plugins.backends.base import Backend, guarded_load, model_position_limit
 from rerank_plugins.backends.sequence_classification import (
-    SequenceClassificationBackend,
+    PairTokenizerMixin,
     check_num_labels,
-    positive_logit,
+    model_inputs,
+    torch_dtype_for_engine,
 )
 
 if TYPE_CHECKING:
     import torch
 
 
-class CrossEncoderBackend(SequenceClassificationBackend):
+class CrossEncoderBackend(PairTokenizerMixin, Backend):
     """A ``sentence_transformers.CrossEncoder`` scored on raw logits."""
 
     kind = "cross-encoder"
 
-    def __init__(self, model_id: str, *, device: torch.device, dtype: torch.dtype) -> None:
-        super(SequenceClassificationBackend, self).__init__(model_id, device=device, dtype=dtype)
+    def __init__(self, model_id: str, *, device: torch.device, dtype: str, engine: str = "torch") -> None:
+        super().__init__(model_id, device=device, dtype=dtype)
         from sentence_transformers import CrossEncoder
 
         self.cross_encoder: Any = guarded_load(
             model_id, self.kind, "sentence_transformers.CrossEncoder",
-            lambda: CrossEncoder(model_id, device=str(device), model_kwargs={"dtype": dtype}),
+            lambda: CrossEncoder(
+                model_id, device=str(device), model_kwargs={"dtype": torch_dtype_for_engine(dtype, engine)}
+            ),
         )
         check_num_labels(model_id, self.kind, self.cross_encoder.num_labels)
         self.tokenizer = self.cross_encoder.tokenizer
@@ -50,19 +53,18 @@ class CrossEncoderBackend(SequenceClassificationBackend):
         ]
         self.default_max_length = min(limits) if limits else None
         first = self.cross_encoder[0]
-        self._direct = (
+        direct = (
             len(self.cross_encoder) == 1
             and getattr(first, "transformer_task", None) == "sequence-classification"
         )
-
-    def score_batch(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> torch.Tensor:
-        if self._direct:
-            return super().score_batch(queries, documents, options)
-        from sentence_transformers.util import batch_to_device
-
-        pairs = list(zip(queries, documents, strict=True))
-        features = self.cross_encoder.preprocess(pairs, max_length=options.max_length)
-        features = batch_to_device(features, self.device)
-        return positive_logit(self.cross_encoder(features)["scores"])
+        if direct:
+            self.use_engine(engine, self.model)
+        else:
+            if engine != "torch":
+                raise ValueError(
+                    f"engine={engine!r} runs CrossEncoders made of one sequence-classification module; "
+                    f"{model_id!r} has another module stack: use engine='torch'"
+                )
+            self.model_input_names = model_inputs(self.model, self.tokenizer)
+            self.engine = "torch"
+            self.runner = lambda inputs: self.cross_encoder(inputs)["scores"]

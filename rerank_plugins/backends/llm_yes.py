@@ -29,7 +29,14 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rerank_plugins.backends.base import Backend, ScoringOptions, guarded_load, model_position_limit
+from rerank_plugins.backends.base import (
+    Backend,
+    PairEncoding,
+    Row,
+    ScoringOptions,
+    guarded_load,
+    model_position_limit,
+)
 from rerank_plugins.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -53,9 +60,12 @@ class LLMYesBackend(Backend):
 
     kind = "llm-yes"
 
-    def __init__(self, model_id: str, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model_id: str, *, device: torch.device, dtype: str, engine: str = "torch") -> None:
         super().__init__(model_id, device=device, dtype=dtype)
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.engine = engine
 
         tokenizer = guarded_load(
             model_id, self.kind, "AutoTokenizer.from_pretrained",
@@ -76,7 +86,7 @@ class LLMYesBackend(Backend):
         self.tokenizer = tokenizer
         model = guarded_load(
             model_id, self.kind, "AutoModelForCausalLM.from_pretrained",
-            lambda: AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype),
+            lambda: AutoModelForCausalLM.from_pretrained(model_id, dtype=getattr(torch, dtype)),
         )
         self.model: Any = model.to(device).eval()
         self._keeps_last_only = "logits_to_keep" in inspect.signature(self.model.forward).parameters
@@ -93,84 +103,69 @@ class LLMYesBackend(Backend):
             self._prompt_cache[prompt] = ids
         return ids
 
-    @staticmethod
-    def _texts(
-        queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> tuple[list[str], list[str]]:
+    def encode(self, queries: list[str], documents: list[str], options: ScoringOptions) -> list[PairEncoding]:
+        """The model card's layout, tokenised once: ``[bos] A: q`` + sep + ``B: d`` + sep + prompt.
+
+        The query is capped at 3/4 of ``max_length`` as the card does. The
+        passage is tokenised with its prefix (so the pair is token for token
+        the card's) and split after the prefix's own tokens.
+        """
+        max_length = options.max_length
         qp = DEFAULT_QUERY_PREFIX if options.query_prefix is None else options.query_prefix
         pp = DEFAULT_PASSAGE_PREFIX if options.passage_prefix is None else options.passage_prefix
-        return [f"{qp}{q}" for q in queries], [f"{pp}{d}" for d in documents]
-
-    def _first(self, query_ids: list[int]) -> list[int]:
-        bos = self.tokenizer.bos_token_id
-        return ([bos] if bos is not None else []) + query_ids
-
-    def build_input_ids(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> list[list[int]]:
-        """The model card's ``get_inputs`` ids for each pair, unpadded."""
-        max_length = options.max_length
-        q_texts, p_texts = self._texts(queries, documents, options)
         tok = self.tokenizer
-        q_ids = tok(q_texts, add_special_tokens=False, max_length=max_length * 3 // 4, truncation=True)
-        p_ids = tok(p_texts, add_special_tokens=False, max_length=max_length, truncation=True)
+        left = tok.truncation_side == "left"
+        cap = max_length * 3 // 4
+        unique = list(dict.fromkeys(queries))
+        q_ids = dict(zip(unique, tok([qp + q for q in unique], add_special_tokens=False)["input_ids"], strict=True))
+        passages = tok([pp + d for d in documents], add_special_tokens=False, return_offsets_mapping=True)
+        bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
         tail = self.sep_ids + self._prompt_ids(DEFAULT_PROMPT if options.prompt is None else options.prompt)
-        rows = []
-        for query_ids, passage_ids in zip(q_ids["input_ids"], p_ids["input_ids"], strict=True):
-            first = self._first(query_ids)
-            second = self._truncate_only_second(len(first), self.sep_ids + passage_ids, max_length)
-            rows.append(first + second + tail)
-        return rows
+        pairs = []
+        for query, ids, offsets in zip(queries, passages["input_ids"], passages["offset_mapping"], strict=True):
+            qids = q_ids[query]
+            qids = (qids[-cap:] if left else qids[:cap]) if cap > 0 else []
+            # Tokens wholly inside the prefix stay with the head; one straddling the boundary starts the body.
+            n_prefix = next((i for i, (_, end) in enumerate(offsets) if end > len(pp)), len(ids))
+            head = bos + qids + self.sep_ids + ids[:n_prefix]
+            body_offsets = [(max(a - len(pp), 0), max(b - len(pp), 0)) for a, b in offsets[n_prefix:]]
+            pairs.append(
+                PairEncoding(
+                    head=head, body=ids[n_prefix:], tail=tail, head_types=None, body_types=None, tail_types=None,
+                    offsets=body_offsets, query=(len(bos), len(bos) + len(qids)), budget=max_length - len(head),
+                )
+            )
+        return pairs
 
-    def _truncate_only_second(self, first_len: int, second: list[int], max_length: int) -> list[int]:
-        """``prepare_for_model(truncation="only_second")``: cut the second sequence to fit."""
+    def truncated_row(self, pair: PairEncoding) -> Row:
+        """The card's ``prepare_for_model(truncation="only_second")``: cut ``sep + passage`` to fit."""
+        max_length = pair.budget + len(pair.head)
+        first_len = pair.query[1]
+        # The card tokenised the passage with max_length=max_length before pairing.
+        second = (pair.head[first_len:] + pair.body)[: len(self.sep_ids) + max_length]
         excess = first_len + len(second) - max_length
-        if excess <= 0:
-            return second
         if len(second) <= excess:
             # prepare_for_model logged an error and left the pair untruncated.
             logger.warning(
                 "cannot fit the pair in max_length=%d by truncating the passage alone "
                 "(query part %d tokens); the pair is left as is", max_length, first_len,
             )
-            return second
-        return second[excess:] if self.tokenizer.truncation_side == "left" else second[:-excess]
-
-    def measure(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> tuple[list[int], list[bool]]:
-        max_length = options.max_length
-        q_texts, p_texts = self._texts(queries, documents, options)
-        tok = self.tokenizer
-        q_full = [len(x) for x in tok(q_texts, add_special_tokens=False, verbose=False)["input_ids"]]
-        p_full = [len(x) for x in tok(p_texts, add_special_tokens=False, verbose=False)["input_ids"]]
-        q_cap = max_length * 3 // 4
-        bos = 0 if tok.bos_token_id is None else 1
-        tail = len(self.sep_ids) + len(
-            self._prompt_ids(DEFAULT_PROMPT if options.prompt is None else options.prompt)
-        )
-        lengths, truncated = [], []
-        for q, p in zip(q_full, p_full, strict=True):
-            pair = bos + min(q, q_cap) + len(self.sep_ids) + min(p, max_length)
-            lengths.append(min(pair, max_length) + tail)
-            truncated.append(q > q_cap or p > max_length or pair > max_length)
-        return lengths, truncated
+        elif excess > 0:
+            second = second[excess:] if self.tokenizer.truncation_side == "left" else second[:-excess]
+        return Row(pair.head[:first_len] + second + pair.tail, None)
 
     # ------------------------------------------------------------------ scoring
 
-    def score_batch(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> torch.Tensor:
+    def forward(self, rows: list[Row]) -> torch.Tensor:
         import torch
 
-        rows = self.build_input_ids(queries, documents, options)
-        width = -(-max(len(r) for r in rows) // PAD_MULTIPLE) * PAD_MULTIPLE
+        width = -(-max(len(r.ids) for r in rows) // PAD_MULTIPLE) * PAD_MULTIPLE
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):  # left padding: the last column is every row's last token
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, width - len(row) :] = 1
+            input_ids[i, width - len(row.ids) :] = torch.tensor(row.ids, dtype=torch.long)
+            attention_mask[i, width - len(row.ids) :] = 1
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         kwargs = {"logits_to_keep": 1} if self._keeps_last_only else {}
         logits = self.model(

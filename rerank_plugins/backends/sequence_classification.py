@@ -15,9 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from rerank_plugins.backends.base import (
     Backend,
+    PairEncoding,
+    Row,
     ScoringOptions,
     guarded_load,
+    longest_first,
     model_position_limit,
+    split_pair_encodings,
 )
 
 if TYPE_CHECKING:
@@ -43,12 +47,79 @@ def check_num_labels(model_id: str, kind: str, num_labels: int) -> None:
         )
 
 
-class SequenceClassificationBackend(Backend):
+class PairTokenizerMixin:
+    """Encoding for models whose input is the tokenizer's own pair template (``[CLS] q [SEP] d [SEP]``)."""
+
+    tokenizer: Any
+    model_id: str
+    kind: str
+    dtype: Any
+    device: Any
+    runner: Any
+    engine: str
+    model_input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+
+    def encode(self, queries: list[str], documents: list[str], options: ScoringOptions) -> list[PairEncoding]:
+        batch = self.tokenizer(
+            queries, documents, add_special_tokens=True, truncation=False,
+            return_offsets_mapping=True, verbose=False,
+        )
+        return split_pair_encodings(batch, options.max_length)
+
+    def truncated_row(self, pair: PairEncoding) -> Row:
+        """``tokenizer(q, d, truncation=True, max_length=...)``: the published ``longest_first`` cut."""
+        q0, q1 = pair.query
+        room = pair.budget + (q1 - q0)
+        n_query, n_body = longest_first(q1 - q0, len(pair.body), room)
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        body = slice(len(pair.body) - n_body, None) if left else slice(0, n_body)
+        query = slice(q1 - n_query, q1) if left else slice(q0, q0 + n_query)
+        head = pair.head[:q0] + pair.head[query] + pair.head[q1:]
+        ids = head + pair.body[body] + pair.tail
+        if pair.head_types is None or pair.body_types is None or pair.tail_types is None:
+            return Row(ids, None)
+        types = pair.head_types[:q0] + pair.head_types[query] + pair.head_types[q1:]
+        return Row(ids, types + pair.body_types[body] + pair.tail_types)
+
+    def pad(self, rows: list[Row]) -> dict[str, torch.Tensor]:
+        """Right-padded tensors, as ``tokenizer(..., padding=True)`` builds them."""
+        import torch
+
+        width = max(len(r.ids) for r in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row.ids)
+            input_ids[i, :n] = torch.tensor(row.ids, dtype=torch.long)
+            attention_mask[i, :n] = 1
+            if row.types is not None:
+                token_type_ids[i, :n] = torch.tensor(row.types, dtype=torch.long)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return {k: v for k, v in inputs.items() if k in self.model_input_names}
+
+    def use_engine(self, engine: str, model: Any) -> None:
+        """Run ``model`` (a loaded HF sequence-classification model) on ``engine``."""
+        from rerank_plugins.backends.engines import build_runner
+
+        self.model_input_names = model_inputs(model, self.tokenizer)
+        self.runner, self.engine = build_runner(
+            engine, model=model, model_id=self.model_id, kind=self.kind, dtype=self.dtype,
+            device=self.device, example=self.pad([Row([0, 1, 2, 3], [0, 0, 1, 1])] * 2),
+        )
+
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        inputs = {k: v.to(self.device) for k, v in self.pad(rows).items()}
+        return positive_logit(self.runner(inputs))
+
+
+class SequenceClassificationBackend(PairTokenizerMixin, Backend):
     """Tokenizer pair encoding + ``AutoModelForSequenceClassification`` logits."""
 
     kind = "sequence-classification"
 
-    def __init__(self, model_id: str, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model_id: str, *, device: torch.device, dtype: str, engine: str = "torch") -> None:
         super().__init__(model_id, device=device, dtype=dtype)
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -58,18 +129,30 @@ class SequenceClassificationBackend(Backend):
         )
         model = guarded_load(
             model_id, self.kind, "AutoModelForSequenceClassification.from_pretrained",
-            lambda: AutoModelForSequenceClassification.from_pretrained(model_id, dtype=dtype),
+            lambda: AutoModelForSequenceClassification.from_pretrained(
+                model_id, dtype=torch_dtype_for_engine(dtype, engine)
+            ),
         )
         self.model: Any = model.to(device).eval()
         check_num_labels(model_id, self.kind, self.model.config.num_labels)
         self.max_positions = model_position_limit(self.model.config, self.tokenizer)
         self.default_max_length = min(PUBLISHED_MAX_LENGTH, self.max_positions or PUBLISHED_MAX_LENGTH)
+        self.use_engine(engine, self.model)
 
-    def score_batch(
-        self, queries: list[str], documents: list[str], options: ScoringOptions
-    ) -> torch.Tensor:
-        inputs = self.tokenizer(
-            queries, documents, padding=True, truncation=True,
-            max_length=options.max_length, return_tensors="pt",
-        ).to(self.device)
-        return positive_logit(self.model(**inputs).logits)
+
+def model_inputs(model: Any, tokenizer: Any) -> tuple[str, ...]:
+    """The inputs this model takes: token type ids only where the tokenizer makes them and the model reads them."""
+    import inspect
+
+    names = ["input_ids", "attention_mask"]
+    takes_types = "token_type_ids" in inspect.signature(model.forward).parameters
+    if takes_types and "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
+        names.append("token_type_ids")
+    return tuple(names)
+
+
+def torch_dtype_for_engine(dtype: str, engine: str) -> Any:
+    """The torch dtype to load weights in: float32 for exported engines (they pick their own precision)."""
+    import torch
+
+    return torch.float32 if engine != "torch" else getattr(torch, dtype)

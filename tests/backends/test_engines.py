@@ -1,0 +1,83 @@
+"""Engines: the OpenVINO runner against torch float32, its disk cache, and engine resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rerank_plugins import MissingExtraError, Reranker
+from rerank_plugins.backends import engines
+from rerank_plugins.backends.engines import resolve_engine
+
+pytest.importorskip("openvino", reason="the 'fast' extra (openvino) is not installed")
+
+QUERY = "capital of France?"
+DOCS = [
+    "Paris is the capital and most populous city of France.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "서울은 대한민국의 수도이며 가장 큰 도시이다.",
+    "Water boils at one hundred degrees Celsius at sea level. " * 12,
+]
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("RERANK_PLUGINS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_cross_encoder", "tiny_xlmr"])
+def test_openvino_float32_equals_torch(request, fixture, cache_dir):
+    path = request.getfixturevalue(fixture)
+    ref = np.array(Reranker(path, normalize="none", dtype="float32", engine="torch").score(QUERY, DOCS))
+    ov = Reranker(path, normalize="none", dtype="float32", engine="openvino")
+    assert ov.engine == "openvino" and ov.backend.engine == "openvino"
+    np.testing.assert_allclose(ov.score(QUERY, DOCS), ref, atol=1e-4)
+    ranked = ov.rerank_many([QUERY, "Korean capital?"], [DOCS, DOCS[::-1]])
+    assert sorted(r.index for r in ranked[1]) == [0, 1, 2, 3]
+
+
+def test_openvino_bfloat16_stays_close(tiny_xlmr, cache_dir):
+    ref = np.array(Reranker(tiny_xlmr, normalize="none", dtype="float32", engine="torch").score(QUERY, DOCS))
+    got = np.array(Reranker(tiny_xlmr, normalize="none", dtype="bfloat16", engine="openvino").score(QUERY, DOCS))
+    assert np.abs(got - ref).max() < 0.1
+
+
+def test_the_converted_model_is_cached_on_disk(tiny_bert, cache_dir, monkeypatch):
+    from rerank_plugins import clear_model_cache
+
+    first = Reranker(tiny_bert, normalize="none", dtype="float32", engine="openvino").score(QUERY, DOCS)
+    cached = list((cache_dir / "openvino").glob("*/model.xml"))
+    assert len(cached) == 1
+    assert not [p for p in (cache_dir / "openvino").iterdir() if p.name.startswith(".tmp-")]
+    clear_model_cache()
+    import openvino
+
+    def no_convert(*args, **kwargs):
+        raise AssertionError("converted again despite the cache")
+
+    monkeypatch.setattr(openvino, "convert_model", no_convert)
+    again = Reranker(tiny_bert, normalize="none", dtype="float32", engine="openvino").score(QUERY, DOCS)
+    np.testing.assert_allclose(again, first, atol=1e-6)
+
+
+def test_engine_resolution(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("RERANK_PLUGINS_ENGINE", raising=False)
+    assert resolve_engine("auto", kind="cross-encoder", device=cpu, dtype="bfloat16") == "openvino"
+    assert resolve_engine("auto", kind="sequence-classification", device=cpu, dtype="float32") == "openvino"
+    assert resolve_engine("auto", kind="llm-yes", device=cpu, dtype="bfloat16") == "torch"
+    assert resolve_engine("auto", kind="cross-encoder", device=torch.device("cuda"), dtype="bfloat16") == "torch"
+    monkeypatch.setenv("RERANK_PLUGINS_ENGINE", "torch")
+    assert resolve_engine("auto", kind="cross-encoder", device=cpu, dtype="float32") == "torch"
+    assert resolve_engine("openvino", kind="cross-encoder", device=cpu, dtype="float32") == "openvino"
+    with pytest.raises(ValueError, match="supports the cross-encoder and sequence-classification"):
+        resolve_engine("openvino", kind="llm-yes", device=cpu, dtype="float32")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        resolve_engine("openvino", kind="cross-encoder", device=torch.device("cuda"), dtype="float32")
+    monkeypatch.setattr(engines, "openvino_available", lambda: False)
+    monkeypatch.delenv("RERANK_PLUGINS_ENGINE")
+    assert resolve_engine("auto", kind="cross-encoder", device=cpu, dtype="bfloat16") == "torch"
+    with pytest.raises(MissingExtraError, match=r"rerank-plugins\[fast\]"):
+        resolve_engine("openvino", kind="cross-encoder", device=cpu, dtype="float32")
