@@ -177,10 +177,11 @@ def run_benchmark(
     queries, lists, gold = build_cases(data, questions, paragraphs, seed)
     pairs = [(q, d) for q, docs in zip(queries, lists, strict=True) for d in docs]
     configs = list(configs or default_configs())
-    exact = Reranker(model, normalize="none", dtype="float32", engine="torch", device="cpu")
+    # overflow="truncate": the same work as sentence-transformers, which truncates.
+    exact = Reranker(model, normalize="none", dtype="float32", engine="torch", device="cpu", overflow="truncate")
     with exact.backend.lock:
         encoded = exact.backend.encode([q for q, _ in pairs], [d for _, d in pairs], exact._options)
-    tokens = [len(p.row().ids) if p.fits else len(exact.backend.truncated_row(p).ids) for p in encoded]
+    tokens = [len(p.row().ids) if p.fits else len(exact.backend.truncated_row(p)[0].ids) for p in encoded]
     flops = encoder_flops(exact.backend.model.config, tokens)
     log(f"{len(queries)} questions x {paragraphs} paragraphs = {len(pairs)} pairs, "
         f"{sum(tokens) / len(tokens):.0f} tokens per pair on average; {flops / len(pairs) / 1e9:.2f} GFLOP per pair")
@@ -198,7 +199,9 @@ def run_benchmark(
                 flat = peer.predict(pairs, batch_size=32, activation_fn=identity, show_progress_bar=False)
                 return np.asarray(flat, dtype=np.float32).reshape(len(queries), paragraphs)
         else:
-            reranker = Reranker(model, normalize="none", dtype=cfg.dtype, engine=cfg.engine, device="cpu")
+            reranker = Reranker(
+                model, normalize="none", dtype=cfg.dtype, engine=cfg.engine, device="cpu", overflow="truncate"
+            )
             log(f"{cfg.name}: dtype {reranker.dtype}, engine {reranker.engine}")
             if cfg.dtype == "auto":
                 resolved_auto = reranker.dtype

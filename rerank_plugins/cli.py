@@ -29,7 +29,13 @@ from typing import Any
 
 from rerank_plugins.backends.base import DTYPES, KINDS
 from rerank_plugins.backends.engines import ENGINES
-from rerank_plugins.core import DEFAULT_MAX_BATCH_TOKENS, NORMALIZATIONS
+from rerank_plugins.core import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_WINDOWS,
+    DEFAULT_STRIDE,
+    NORMALIZATIONS,
+    OVERFLOWS,
+)
 
 __all__ = ["DEFAULT_RERANKER", "build_parser", "main"]
 
@@ -109,6 +115,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -144,6 +160,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="reranker dtype: auto (bfloat16 where the CPU/GPU has native bf16, else float32 "
                         "or float16 on GPUs), float32 (exact), bfloat16, float16 (default: %(default)s)")
+    p.add_argument("--overflow", choices=OVERFLOWS, default="window",
+                   help="a pair longer than --max-length: 'window' scores overlapping windows of the "
+                        "passage and keeps the best (MaxP); 'truncate' cuts it as the published scoring "
+                        "code does (default: %(default)s)")
+    p.add_argument("--stride", type=_non_negative_int, default=DEFAULT_STRIDE, metavar="S",
+                   help="tokens shared by consecutive windows (default: %(default)s)")
+    p.add_argument("--max-windows", type=_positive_int, default=DEFAULT_MAX_WINDOWS, metavar="W",
+                   help="at most W windows per passage; text past them is not scored (default: %(default)s)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="inference engine: auto (OpenVINO for encoder rerankers on CPU when installed, "
                         "else torch), torch, openvino (default: %(default)s)")
@@ -226,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Score each passage against --query with --reranker and print JSON:\n"
             "  {\"query\": ..., \"model\": ..., \"normalize\": ..., \"results\": "
-            "[{\"index\", \"score\", \"logit\", \"text\"}, ...]}\n"
+            "[{\"index\", \"score\", \"logit\", \"span\", \"windows\", \"truncated\", \"text\"}, ...]}\n"
+            "span: the character offsets of the best-scoring window of the passage.\n"
             "Results are in input order unless --sort or --top-n is given. Passages come from the\n"
             "arguments, or, when there are none (or a single '-'), from stdin, one per line\n"
             "(blank lines skipped)."
@@ -296,6 +321,7 @@ def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tupl
             args.reranker, kind=args.kind, normalize=normalize, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, dtype=args.dtype,
             max_batch_tokens=args.max_batch_tokens, engine=args.engine,
+            overflow=args.overflow, stride=args.stride, max_windows=args.max_windows,
         )
     except ModelLoadError as exc:
         hint = ""
@@ -399,7 +425,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "query": args.query,
         "model": reranker.model_id,
         "normalize": reranker.normalize,
-        "results": [{"index": r.index, "score": r.score, "logit": r.logit, "text": r.text} for r in results],
+        "results": [
+            {"index": r.index, "score": r.score, "logit": r.logit, "span": list(r.span), "windows": r.windows,
+             "truncated": r.truncated, "text": r.text}
+            for r in results
+        ],
     }
     print(json.dumps(out, ensure_ascii=False, indent=2))
     return 0

@@ -26,9 +26,9 @@ from rerank_plugins.backends.engines import resolve_engine
 if TYPE_CHECKING:
     import numpy as np
 
-    from rerank_plugins.backends.base import Backend
+    from rerank_plugins.backends.base import Backend, PairEncoding
 
-__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result", "select_results", "token_batches"]
+__all__ = ["NORMALIZATIONS", "OVERFLOWS", "Normalize", "Reranker", "Result", "select_results", "token_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ NORMALIZATIONS: tuple[str, ...] = ("none", "sigmoid", "softmax")
 _FALLBACK_MAX_LENGTH = 512
 # Tokens per forward pass, padding included (32 pairs of 512 tokens).
 DEFAULT_MAX_BATCH_TOKENS = 16384
+OVERFLOWS: tuple[str, ...] = ("window", "truncate")
+# Tokens shared by consecutive windows (measured: benchmarks/bench_long_passages.py).
+DEFAULT_STRIDE = 64
+DEFAULT_MAX_WINDOWS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +51,33 @@ class Result:
     Attributes:
         index: position of the document in the input list.
         score: the normalised score (see ``Reranker.normalize``).
-        logit: the raw model logit, whatever the normalisation.
+        logit: the raw model logit, whatever the normalisation (for a long
+            passage scored in windows: the best window's).
         text: the document text.
+        windows: how many windows of the passage were scored (1 when the pair fit).
+        span: ``(start, end)`` character offsets, in ``text``, of the best
+            window (the whole text when the pair fit; the kept part when truncated).
+        truncated: True only when text was not scored: ``overflow="truncate"``
+            cut the pair, or the passage needed more than ``max_windows`` windows.
     """
 
     index: int
     score: float
     logit: float
     text: str
+    windows: int = 1
+    span: tuple[int, int] = (0, 0)
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """Per-pair outcome of the loop, in input order."""
+
+    logits: np.ndarray
+    windows: list[int]
+    spans: list[tuple[int, int]]
+    truncated: list[bool]
 
 
 def select_results(
@@ -73,6 +96,13 @@ def select_results(
     if score_threshold is not None:
         results = [r for r in results if r.score >= score_threshold]
     return list(results[:top_n])
+
+
+def _char_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """Character span of passage tokens ``[start, end)`` from their offsets."""
+    if end <= start or not offsets:
+        return (0, 0)
+    return (offsets[start][0], offsets[min(end, len(offsets)) - 1][1])
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -148,6 +178,14 @@ class Reranker:
         engine: ``"auto"`` (OpenVINO for the cross-encoder and
             sequence-classification families on CPU when the ``fast`` extra is
             installed, else torch), ``"torch"`` or ``"openvino"``.
+        overflow: what to do with a pair longer than ``max_length``:
+            ``"window"`` (default) cuts the passage into overlapping token
+            windows that each fit with the query, scores every window and keeps
+            the best (MaxP); ``"truncate"`` cuts it as the published scoring
+            code does (exactly its scores).
+        stride: tokens shared by consecutive windows.
+        max_windows: at most this many windows per passage; text past them is
+            not scored (``Result.truncated``, and a warning).
         prompt: LLM rerankers only: the instruction after the pair.
         query_prefix: LLM rerankers only: text before the query (default ``"A: "``).
         passage_prefix: LLM rerankers only: text before the passage (default ``"B: "``).
@@ -171,6 +209,9 @@ class Reranker:
         device: str | Any = "auto",
         dtype: str | Any = "auto",
         engine: str = "auto",
+        overflow: str = "window",
+        stride: int = DEFAULT_STRIDE,
+        max_windows: int = DEFAULT_MAX_WINDOWS,
         prompt: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
@@ -181,6 +222,12 @@ class Reranker:
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         if not _positive_int(max_batch_tokens):
             raise ValueError(f"max_batch_tokens must be a positive int, got {max_batch_tokens!r}")
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}; got {overflow!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+            raise ValueError(f"stride must be an int >= 0, got {stride!r}")
+        if not _positive_int(max_windows):
+            raise ValueError(f"max_windows must be a positive int, got {max_windows!r}")
         if max_length is not None and not _positive_int(max_length):
             raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
         if kind != "auto" and kind not in KINDS:
@@ -206,6 +253,9 @@ class Reranker:
         self.normalize: Normalize = normalize
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.overflow = overflow
+        self.stride = stride
+        self.max_windows = max_windows
         # Lowered (and kept) when a batch runs out of memory.
         self._token_budget = max_batch_tokens
         self._backend: Backend = load_backend(self.model_id, self.kind, self.device, self.dtype, engine)
@@ -238,7 +288,7 @@ class Reranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
-        return self._normalize(self._logits([query] * len(documents), documents)).tolist()
+        return self._normalize(self._score([query] * len(documents), documents).logits).tolist()
 
     def rerank(
         self,
@@ -285,7 +335,7 @@ class Reranker:
             within each query's list.
         """
         flat_q, flat_d, bounds = self._flatten(queries, documents_per_query)
-        logits = self._logits(flat_q, flat_d, show_progress=show_progress)
+        logits = self._score(flat_q, flat_d, show_progress=show_progress).logits
         return [self._normalize(logits[a:b]).tolist() for a, b in bounds]
 
     def rerank_many(
@@ -386,37 +436,104 @@ class Reranker:
         """Score validated, flattened pairs; one sorted, cut result list per ``(start, end)`` bound."""
         top_n = check_top_n(top_n)
         score_threshold = self.check_score_threshold(score_threshold)
-        logits = self._logits(queries, documents, show_progress=show_progress)
+        scored = self._score(queries, documents, show_progress=show_progress)
+        logits = scored.logits
         ranked: list[list[Result]] = []
         for a, b in bounds:
             raw = logits[a:b].tolist()
             scores = self._normalize(logits[a:b]).tolist()
             # Stable sort: ties keep input order; a NaN score sorts last.
             order = sorted(range(b - a), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i])
-            results = [Result(index=i, score=scores[i], logit=raw[i], text=documents[a + i]) for i in order]
+            results = [
+                Result(
+                    index=i, score=scores[i], logit=raw[i], text=documents[a + i], windows=scored.windows[a + i],
+                    span=scored.spans[a + i], truncated=scored.truncated[a + i],
+                )
+                for i in order
+            ]
             ranked.append(select_results(results, top_n=top_n, score_threshold=score_threshold))
         return ranked
 
-    def _logits(
-        self, queries: list[str], documents: list[str], *, show_progress: bool | None = None
-    ) -> np.ndarray:
-        """Raw logits in input order: tokenise once, truncate what overflows, score."""
+    def _score(self, queries: list[str], documents: list[str], *, show_progress: bool | None = None) -> _Scored:
+        """Tokenise each pair once; score pairs that fit as they are and long ones by ``overflow``."""
         import numpy as np
 
         n = len(documents)
         if n == 0:
-            return np.empty(0, dtype=np.float32)
+            return _Scored(np.empty(0, dtype=np.float32), [], [], [])
         backend = self._backend
         with backend.lock:
             pairs = backend.encode(queries, documents, self._options)
-        rows = [pair.row() if pair.fits else backend.truncated_row(pair) for pair in pairs]
-        n_truncated = sum(not pair.fits for pair in pairs)
-        if n_truncated:
+        rows: list[Row] = []
+        owner: list[int] = []  # the pair each row belongs to
+        row_spans: list[tuple[int, int]] = []
+        windows, truncated = [1] * n, [False] * n
+        cut_windows = 0
+        for i, pair in enumerate(pairs):
+            whole = (0, len(documents[i]))
+            if pair.fits:
+                rows.append(pair.row())
+                owner.append(i)
+                row_spans.append(whole)
+                continue
+            cuts = self._windows(pair) if self.overflow == "window" else None
+            if cuts is None:  # truncate, or no room for a window next to the query
+                row, kept = backend.truncated_row(pair)
+                rows.append(row)
+                owner.append(i)
+                row_spans.append(_char_span(pair.offsets, 0, kept))
+                truncated[i] = True
+                continue
+            head_cut, starts, budget, dropped = cuts
+            for start in starts:
+                end = min(start + budget, len(pair.body))
+                rows.append(pair.row(start, end, head_cut))
+                owner.append(i)
+                row_spans.append(_char_span(pair.offsets, start, end))
+            windows[i] = len(starts)
+            truncated[i] = dropped or head_cut > 0
+            cut_windows += dropped
+        n_truncated = sum(truncated)
+        if self.overflow == "truncate" and n_truncated:
             logger.warning(
-                "%d of %d pairs exceed max_length=%d tokens and were truncated",
+                "%d of %d pairs exceed max_length=%d tokens and were truncated (overflow='truncate')",
                 n_truncated, n, self.max_length,
             )
-        return self._forward_rows(rows, show_progress=show_progress)
+        elif cut_windows:
+            logger.warning(
+                "%d of %d passages needed more than max_windows=%d windows of max_length=%d tokens; "
+                "the text past the last window was not scored (Result.truncated)",
+                cut_windows, n, self.max_windows, self.max_length,
+            )
+        row_logits = self._forward_rows(rows, show_progress=show_progress)
+        best = [-1] * n  # MaxP: a passage scores its best window
+        for r, i in enumerate(owner):
+            if best[i] < 0 or row_logits[r] > row_logits[best[i]]:
+                best[i] = r
+        logits = row_logits[best]
+        spans = [row_spans[r] for r in best]
+        return _Scored(logits, windows, spans, truncated)
+
+    def _windows(self, pair: PairEncoding) -> tuple[int, list[int], int, bool] | None:
+        """``(query tokens cut, window starts, tokens per window, windows dropped)``, or None when none fit.
+
+        Windows of ``budget`` passage tokens overlap by ``stride``. When the query
+        leaves less than a quarter of ``max_length`` for the passage, the query's
+        end is cut to make that room.
+        """
+        budget, head_cut = pair.budget, 0
+        room = max(1, self.max_length // 4)
+        if budget < room:
+            head_cut = min(pair.query[1] - pair.query[0], room - budget)
+            budget += head_cut
+        if budget < 1:
+            return None
+        step = max(budget - self.stride, budget // 2, 1)
+        starts = [0]
+        while starts[-1] + budget < len(pair.body):
+            starts.append(starts[-1] + step)
+        dropped = len(starts) > self.max_windows
+        return head_cut, starts[: self.max_windows], budget, dropped
 
     def _forward_rows(self, rows: list[Row], *, show_progress: bool | None = None) -> np.ndarray:
         """One raw logit per row: longest first, in batches bounded by the token budget.
@@ -493,6 +610,7 @@ class Reranker:
         return (
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
             f"batch_size={self.batch_size}, max_batch_tokens={self.max_batch_tokens}, max_length={self.max_length}, "
+            f"overflow={self.overflow!r}, stride={self.stride}, max_windows={self.max_windows}, "
             f"device={str(self.device)!r}, dtype={self.dtype!r}, engine={self.engine!r})"
         )
 

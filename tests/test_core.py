@@ -173,12 +173,12 @@ def test_caller_objects_are_not_mutated(reranker):
 
 
 def test_truncation_is_counted_and_logged_once_per_call(tiny_xlmr, caplog):
-    reranker = Reranker(tiny_xlmr, max_length=40, batch_size=2)
+    reranker = Reranker(tiny_xlmr, max_length=40, batch_size=2, overflow="truncate")
     long_docs = [DOCS[0] * 10, "Paris.", DOCS[2] * 10, DOCS[3] * 10]
     with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
         reranker.score(QUERY, long_docs)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["3 of 4 pairs exceed max_length=40 tokens and were truncated"]
+    assert warnings == ["3 of 4 pairs exceed max_length=40 tokens and were truncated (overflow='truncate')"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
         reranker.score(QUERY, ["Paris.", "France."])
@@ -194,9 +194,10 @@ def test_truncated_scores_equal_scores_of_pretruncated_input(tiny_bert):
     doc = DOCS[0] * 20
     with torch.no_grad():
         ref = model(**tokenizer(QUERY, doc, truncation=True, max_length=40, return_tensors="pt")).logits
-    ours = Reranker(tiny_bert, normalize="none", max_length=40).score(QUERY, [doc])
+    ours = Reranker(tiny_bert, normalize="none", max_length=40, overflow="truncate").score(QUERY, [doc])
     assert ours[0] == pytest.approx(ref.item(), abs=1e-5)
-    assert Reranker(tiny_bert, normalize="none", max_length=80).score(QUERY, [doc])[0] != pytest.approx(
+    longer = Reranker(tiny_bert, normalize="none", max_length=80, overflow="truncate").score(QUERY, [doc])[0]
+    assert longer != pytest.approx(
         ours[0], abs=1e-4
     )
 
@@ -425,11 +426,12 @@ def test_longest_first_matches_the_tokenizer(tiny_xlmr, tiny_bert):
             d = " ".join(rng.choice(_tiny.CORPUS) for _ in range(rng.randint(0, 12)))
             max_length = rng.randint(8, 160)
             (pair,) = backend.encode([q], [d], ScoringOptions(max_length=max_length))
-            row = pair.row() if pair.fits else backend.truncated_row(pair)
-            ref = tok(q, d, truncation=True, max_length=max_length)
-            assert row.ids == ref["input_ids"], (q, d, max_length)
+            row = pair.row() if pair.fits else backend.truncated_row(pair)[0]
+            # The published code's batch form (a single call with d="" would drop the empty pair).
+            ref = tok([q], [d], truncation=True, max_length=max_length)
+            assert row.ids == ref["input_ids"][0], (q, d, max_length)
             if "token_type_ids" in ref:
-                assert row.types == ref["token_type_ids"]
+                assert row.types == ref["token_type_ids"][0]
 
 
 # --------------------------------------------------------------------------- out-of-memory backoff
@@ -456,8 +458,8 @@ def _allocator_limit(monkeypatch, backend, max_tokens):
 
 def test_out_of_memory_splits_the_batch_and_keeps_the_scores(tiny_xlmr, monkeypatch, caplog):
     docs = [d for _, d in _tiny.mixed_pairs(48)]
-    expected = Reranker(tiny_xlmr, normalize="none").score(QUERY, docs)
-    reranker = Reranker(tiny_xlmr, normalize="none", max_batch_tokens=100_000)
+    expected = Reranker(tiny_xlmr, normalize="none", overflow="truncate").score(QUERY, docs)
+    reranker = Reranker(tiny_xlmr, normalize="none", max_batch_tokens=100_000, overflow="truncate")
     seen = _allocator_limit(monkeypatch, reranker.backend, max_tokens=3000)
     with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
         got = reranker.score(QUERY, docs)
@@ -491,3 +493,108 @@ def test_other_runtime_errors_are_not_retried(tiny_xlmr, monkeypatch):
     with pytest.raises(RuntimeError, match="shape mismatch"):
         reranker.score(QUERY, DOCS)
     assert calls == [len(DOCS)]
+
+
+# --------------------------------------------------------------------------- long passages: windows (MaxP)
+
+LONG_EN = " ".join(_tiny.ENGLISH) * 6
+LONG_KO = " ".join(_tiny.KOREAN) * 12
+
+
+def hf_windows(path, query, doc, *, max_length, stride):
+    """Reference: Hugging Face's own overflow windows, each scored alone by the plain HF model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    enc = tok(query, doc, truncation="only_second", max_length=max_length, stride=stride,
+              return_overflowing_tokens=True, return_offsets_mapping=True)
+    logits, spans = [], []
+    for w in range(len(enc["input_ids"])):
+        feed = {k: torch.tensor([enc[k][w]]) for k in tok.model_input_names if k in enc}
+        with torch.no_grad():
+            logits.append(model(**feed).logits[0, -1].item())
+        seq = enc.sequence_ids(w)
+        doc_offsets = [o for o, sid in zip(enc["offset_mapping"][w], seq, strict=True) if sid == 1]
+        spans.append((doc_offsets[0][0], doc_offsets[-1][1]))
+    return np.array(logits), spans
+
+
+@pytest.mark.parametrize(("fixture", "doc"), [("tiny_bert", LONG_EN), ("tiny_xlmr", LONG_KO), ("tiny_xlmr", LONG_EN)])
+def test_a_long_passage_scores_its_best_window(request, fixture, doc):
+    path = request.getfixturevalue(fixture)
+    ref, spans = hf_windows(path, QUERY, doc, max_length=64, stride=16)
+    assert len(ref) > 3
+    (r,) = Reranker(path, normalize="none", max_length=64, stride=16, max_windows=500).rerank(QUERY, [doc])
+    assert r.windows == len(ref) and not r.truncated
+    assert r.logit == pytest.approx(ref.max(), abs=1e-5)
+    assert r.span == spans[int(ref.argmax())]
+    assert doc[r.span[0] : r.span[1]].strip()  # the span slices real text of the passage
+
+
+def test_a_pair_that_fits_is_the_same_under_both_modes(tiny_xlmr):
+    window = Reranker(tiny_xlmr, normalize="none", overflow="window").rerank(QUERY, DOCS)
+    trunc = Reranker(tiny_xlmr, normalize="none", overflow="truncate").rerank(QUERY, DOCS)
+    assert [r.index for r in window] == [r.index for r in trunc]
+    np.testing.assert_allclose([r.logit for r in window], [r.logit for r in trunc], atol=1e-6)
+    for r in window:
+        assert r.windows == 1 and not r.truncated and r.span == (0, len(DOCS[r.index]))
+
+
+def test_truncate_mode_marks_and_spans_what_it_kept(tiny_bert):
+    (r,) = Reranker(tiny_bert, normalize="none", max_length=64, overflow="truncate").rerank(QUERY, [LONG_EN])
+    assert r.truncated and r.windows == 1 and r.span[0] == 0 and 0 < r.span[1] < len(LONG_EN) // 4
+
+
+def test_windows_mixed_into_batches_keep_input_order(tiny_xlmr):
+    docs = [LONG_KO, DOCS[0], LONG_EN + " tail", DOCS[1], LONG_EN, DOCS[2] * 3]
+    reranker = Reranker(tiny_xlmr, normalize="none", max_length=64, stride=8, max_batch_tokens=300)
+    together = reranker.score(QUERY, docs)
+    alone = [reranker.score(QUERY, [d])[0] for d in docs]
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    many = reranker.rerank_many([QUERY, "서울?"], [docs, docs[::-1]])
+    assert sorted(r.index for r in many[0]) == list(range(len(docs)))
+    assert {r.index: r.logit for r in many[0]}[0] == pytest.approx(alone[0], abs=1e-5)
+
+
+def test_more_windows_than_max_windows_truncates_and_warns(tiny_bert, caplog):
+    reranker = Reranker(tiny_bert, normalize="none", max_length=64, stride=16, max_windows=2)
+    with caplog.at_level(logging.WARNING, logger="rerank_plugins"):
+        (r,) = reranker.rerank(QUERY, [LONG_EN])
+    assert r.windows == 2 and r.truncated
+    assert any("needed more than max_windows=2" in rec.getMessage() for rec in caplog.records)
+    ref, _ = hf_windows(tiny_bert, QUERY, LONG_EN, max_length=64, stride=reranker.stride)
+    assert r.logit == pytest.approx(ref[:2].max(), abs=1e-5)
+
+
+def test_window_options_are_validated(tiny_xlmr):
+    with pytest.raises(ValueError, match="overflow must be one of window, truncate"):
+        Reranker(tiny_xlmr, overflow="drop")
+    with pytest.raises(ValueError, match="stride must be an int >= 0"):
+        Reranker(tiny_xlmr, stride=-1)
+    with pytest.raises(ValueError, match="max_windows must be a positive int"):
+        Reranker(tiny_xlmr, max_windows=0)
+
+
+@pytest.mark.real
+def test_real_model_finds_the_answer_deep_in_a_long_passage(ms_marco_dir, squad_articles):
+    """The issue's case: an answer far past max_length is lost by truncation, found by windows."""
+    reranker = Reranker(ms_marco_dir, normalize="sigmoid")
+    candidates = [p for p in squad_articles[0]["paragraphs"][:8]]
+    alone = reranker.score_many([p["qas"][0]["question"] for p in candidates], [[p["context"]] for p in candidates])
+    best = int(np.argmax([a[0] for a in alone]))
+    target, alone_score = candidates[best], alone[best][0]
+    assert alone_score > 0.9
+    question = target["qas"][0]["question"]
+    # Filler from other articles: truncation cannot score the passage on its topic alone.
+    filler = " ".join(p["context"] for a in squad_articles[5:8] for p in a["paragraphs"])
+    passage = filler[:6000] + " " + target["context"] + " " + filler[6000:9000]
+    window = reranker.rerank(question, [passage])[0]
+    trunc = Reranker(ms_marco_dir, normalize="sigmoid", overflow="truncate").rerank(question, [passage])[0]
+    assert window.windows > 2 and not window.truncated and trunc.truncated
+    # The best window also holds ~300 tokens of unrelated filler, which lowers the model's score
+    # (0.43 here against > 0.9 alone), but far above what truncation can see.
+    assert trunc.score < 0.01 and window.logit > trunc.logit + 4
+    answer = target["qas"][0]["answers"][0]
+    answer = answer if isinstance(answer, str) else answer["text"]
+    assert answer in passage[window.span[0] : window.span[1]]

@@ -140,9 +140,13 @@ class Backend(ABC):
     def encode(self, queries: list[str], documents: list[str], options: ScoringOptions) -> list[PairEncoding]:
         """Tokenise each pair once; ``budget`` is computed for ``options.max_length``."""
 
-    def truncated_row(self, pair: PairEncoding) -> Row:
-        """The published scoring code's input for a pair that does not fit: the passage's end is cut."""
-        return pair.row(0, max(pair.budget, 0))
+    def truncated_row(self, pair: PairEncoding) -> tuple[Row, int]:
+        """The published scoring code's input for a pair that does not fit, and how many passage tokens it keeps.
+
+        The default cuts the passage's end.
+        """
+        keep = max(pair.budget, 0)
+        return pair.row(0, keep), keep
 
     @abstractmethod
     def forward(self, rows: list[Row]) -> torch.Tensor:

@@ -137,7 +137,7 @@ class LLMYesBackend(Backend):
             )
         return pairs
 
-    def truncated_row(self, pair: PairEncoding) -> Row:
+    def truncated_row(self, pair: PairEncoding) -> tuple[Row, int]:
         """The card's ``prepare_for_model(truncation="only_second")``: cut ``sep + passage`` to fit."""
         max_length = pair.budget + len(pair.head)
         first_len = pair.query[1]
@@ -152,7 +152,8 @@ class LLMYesBackend(Backend):
             )
         elif excess > 0:
             second = second[excess:] if self.tokenizer.truncation_side == "left" else second[:-excess]
-        return Row(pair.head[:first_len] + second + pair.tail, None)
+        kept = max(0, len(second) - (len(pair.head) - first_len))
+        return Row(pair.head[:first_len] + second + pair.tail, None), kept
 
     # ------------------------------------------------------------------ scoring
 

@@ -66,7 +66,7 @@ class PairTokenizerMixin:
         )
         return split_pair_encodings(batch, options.max_length)
 
-    def truncated_row(self, pair: PairEncoding) -> Row:
+    def truncated_row(self, pair: PairEncoding) -> tuple[Row, int]:
         """``tokenizer(q, d, truncation=True, max_length=...)``: the published ``longest_first`` cut."""
         q0, q1 = pair.query
         room = pair.budget + (q1 - q0)
@@ -77,9 +77,9 @@ class PairTokenizerMixin:
         head = pair.head[:q0] + pair.head[query] + pair.head[q1:]
         ids = head + pair.body[body] + pair.tail
         if pair.head_types is None or pair.body_types is None or pair.tail_types is None:
-            return Row(ids, None)
+            return Row(ids, None), n_body
         types = pair.head_types[:q0] + pair.head_types[query] + pair.head_types[q1:]
-        return Row(ids, types + pair.body_types[body] + pair.tail_types)
+        return Row(ids, types + pair.body_types[body] + pair.tail_types), n_body
 
     def pad(self, rows: list[Row]) -> dict[str, torch.Tensor]:
         """Right-padded tensors, as ``tokenizer(..., padding=True)`` builds them."""

@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 RELEVANCE_SCORE_KEY = "relevance_score"
 """Metadata key of the reranker's score on every returned document."""
 
+RELEVANCE_SPAN_KEY = "relevance_span"
+"""Metadata key of the best window's ``(start, end)`` character offsets in ``page_content``."""
+RELEVANCE_WINDOWS_KEY = "relevance_windows"
+"""Metadata key of how many windows of a long passage were scored (1 when it fit)."""
 PREVIOUS_RELEVANCE_SCORE_KEY = "previous_relevance_score"
 """Metadata key that keeps a ``relevance_score`` the document carried in from an earlier stage."""
 
@@ -66,6 +70,9 @@ class RerankCompressor(BaseDocumentCompressor):
 
     * ``relevance_score``: the reranker's score, a Python ``float`` on the
       reranker's ``normalize`` scale (in [0, 1] with the default ``"sigmoid"``).
+    * ``relevance_span``: ``(start, end)`` character offsets in ``page_content``
+      of the window that scored best (the whole text when it fit in ``max_length``);
+      ``relevance_windows``: how many windows were scored (see ``Reranker(overflow=)``).
     * ``previous_relevance_score``: only when the document came in with a
       ``relevance_score`` of its own (from an earlier retriever or reranker):
       that earlier value, so it is never silently overwritten. If that key is
@@ -236,7 +243,11 @@ class RerankCompressor(BaseDocumentCompressor):
         results = select_results(results, top_n=self.top_n, score_threshold=self.score_threshold)
         output = [
             documents[r.index].model_copy(
-                update={"metadata": _scored_metadata(documents[r.index].metadata, r.score)}
+                update={"metadata": {
+                    **_scored_metadata(documents[r.index].metadata, r.score),
+                    RELEVANCE_SPAN_KEY: r.span,
+                    RELEVANCE_WINDOWS_KEY: r.windows,
+                }}
             )
             for r in results
         ]

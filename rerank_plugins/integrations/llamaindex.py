@@ -38,6 +38,10 @@ dispatcher = get_dispatcher(__name__)
 
 #: Metadata key under which ``keep_retrieval_score=True`` stores the first-stage score.
 RETRIEVAL_SCORE_KEY = "retrieval_score"
+RELEVANCE_SPAN_KEY = "relevance_span"
+"""Node metadata key of the best window's ``(start, end)`` character offsets in the text the reranker read."""
+RELEVANCE_WINDOWS_KEY = "relevance_windows"
+"""Node metadata key of how many windows of a long passage were scored (1 when it fit)."""
 
 
 class RerankPostprocessor(BaseNodePostprocessor):
@@ -232,18 +236,20 @@ class RerankPostprocessor(BaseNodePostprocessor):
     def _select(self, nodes: Sequence[NodeWithScore], results: list[Result]) -> list[NodeWithScore]:
         """Threshold, then top_n, over results sorted best first; copies of the kept nodes."""
         selected = select_results(results, top_n=self.top_n, score_threshold=self.score_threshold)
-        kept = [self._copy(nodes[r.index], r.score) for r in selected]
+        kept = [self._copy(nodes[r.index], r) for r in selected]
         logger.debug("reranked %d nodes, kept %d", len(nodes), len(kept))
         return kept
 
-    def _copy(self, item: NodeWithScore, score: float) -> NodeWithScore:
+    def _copy(self, item: NodeWithScore, result: Result) -> NodeWithScore:
         node = item.node.model_copy(deep=True)
+        added = {RELEVANCE_SPAN_KEY: result.span, RELEVANCE_WINDOWS_KEY: result.windows}
         if self.keep_retrieval_score:
-            node.metadata[RETRIEVAL_SCORE_KEY] = None if item.score is None else float(item.score)
-            for hidden in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-                if RETRIEVAL_SCORE_KEY not in hidden:
-                    hidden.append(RETRIEVAL_SCORE_KEY)
-        return NodeWithScore(node=node, score=float(score))
+            added[RETRIEVAL_SCORE_KEY] = None if item.score is None else float(item.score)
+        node.metadata.update(added)
+        # Bookkeeping, not content: hidden from the text embedding models and LLMs read.
+        for hidden in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+            hidden.extend(key for key in added if key not in hidden)
+        return NodeWithScore(node=node, score=float(result.score))
 
     def _start_event(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> None:
         dispatcher.event(

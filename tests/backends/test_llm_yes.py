@@ -87,7 +87,7 @@ def reference_scores(path, pairs, batch_size=4, **kwargs):
 
 
 def ours(path, pairs, **kwargs):
-    reranker = Reranker(path, normalize="none", **kwargs)
+    reranker = Reranker(path, normalize="none", overflow="truncate", **kwargs)
     return np.array(reranker.score_many([q for q, _ in pairs], [[d] for _, d in pairs])).ravel()
 
 
@@ -171,7 +171,7 @@ def test_batch_scoring_equals_one_by_one(tiny_gemma):
 
 
 def test_tokenizer_without_pad_token_gets_eos(tiny_gemma_no_pad, tiny_gemma):
-    reranker = Reranker(tiny_gemma_no_pad, normalize="none")
+    reranker = Reranker(tiny_gemma_no_pad, normalize="none", overflow="truncate")
     tokenizer = reranker.backend.tokenizer
     assert tokenizer.pad_token == tokenizer.eos_token
     pairs = SHORT + KOREAN
@@ -229,3 +229,36 @@ def test_normalizations_apply_to_llm_logits(tiny_gemma):
     raw = np.array(Reranker(tiny_gemma, normalize="none").score(SHORT[0][0], [d for _, d in SHORT]))
     soft = np.array(Reranker(tiny_gemma, normalize="softmax").score(SHORT[0][0], [d for _, d in SHORT]))
     np.testing.assert_allclose(soft, np.exp(raw - raw.max()) / np.exp(raw - raw.max()).sum(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- long passages: windows
+
+
+def test_long_passages_are_windowed_and_every_window_keeps_the_prompt(tiny_gemma, monkeypatch):
+    reranker = Reranker(tiny_gemma, normalize="none", max_length=64, stride=8, max_windows=200)
+    backend = reranker.backend
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma)
+    tail = (tokenizer("\n", add_special_tokens=False)["input_ids"]
+            + tokenizer(DEFAULT_PROMPT, add_special_tokens=False)["input_ids"])
+    seen = []
+    forward = backend.forward
+
+    def spy(rows):
+        seen.extend(rows)
+        return forward(rows)
+
+    monkeypatch.setattr(backend, "forward", spy)
+    query, passage = SHORT[0][0], " ".join(_tiny.CORPUS) * 3
+    (r,) = reranker.rerank(query, [passage])
+    assert r.windows == len(seen) > 2 and not r.truncated
+    for row in seen:
+        assert row.ids[-len(tail):] == tail  # the prompt the score reads is never cut
+        assert len(row.ids) <= 64 + len(tail)
+    # The first window is exactly the model card's truncated input.
+    card = get_inputs([(query, passage)], tokenizer, max_length=64)
+    card_row = card["input_ids"][0][card["attention_mask"][0].bool()].tolist()
+    assert card_row in [row.ids for row in seen]
+    singles = [forward([row])[0].item() for row in seen]
+    assert r.logit == pytest.approx(max(singles), abs=1e-5)
+    a, b = r.span
+    assert 0 <= a < b <= len(passage)

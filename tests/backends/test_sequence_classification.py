@@ -28,7 +28,7 @@ def reference_scores(path, pairs, max_length=512, batch_size=8):
 @pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_bert_2label", "tiny_xlmr", "tiny_xlmr_2label"])
 def test_raw_logits_match_reference_on_mixed_pairs(fixture, request, mixed_pairs):
     path = request.getfixturevalue(fixture)
-    reranker = Reranker(path, kind="sequence-classification", normalize="none", batch_size=7)
+    reranker = Reranker(path, overflow="truncate", kind="sequence-classification", normalize="none", batch_size=7)
     queries = [q for q, _ in mixed_pairs]
     docs = [d for _, d in mixed_pairs]
     ours = np.array(reranker.score_many(queries, [[d] for d in docs])).ravel()
@@ -43,7 +43,7 @@ def test_order_restored_after_length_sorting(tiny_xlmr, mixed_pairs):
     """One query, documents of very different lengths: scores stay in input order."""
     query = "서울은 대한민국의 수도이다"
     docs = [d for _, d in mixed_pairs]
-    reranker = Reranker(tiny_xlmr, normalize="none", batch_size=4)
+    reranker = Reranker(tiny_xlmr, overflow="truncate", normalize="none", batch_size=4)
     ours = np.array(reranker.score(query, docs))
     ref = reference_scores(tiny_xlmr, [(query, d) for d in docs])
     assert np.abs(ours - ref).max() <= 1e-5
@@ -51,7 +51,7 @@ def test_order_restored_after_length_sorting(tiny_xlmr, mixed_pairs):
 
 def test_sigmoid_is_bge_normalize(tiny_xlmr, mixed_pairs):
     pairs = mixed_pairs[:20]
-    reranker = Reranker(tiny_xlmr, normalize="sigmoid")
+    reranker = Reranker(tiny_xlmr, overflow="truncate", normalize="sigmoid")
     ours = np.array(reranker.score_many([q for q, _ in pairs], [[d] for _, d in pairs])).ravel()
     ref = 1 / (1 + np.exp(-reference_scores(tiny_xlmr, pairs)))
     assert np.abs(ours - ref).max() <= 1e-6
@@ -65,7 +65,7 @@ def test_two_label_head_scores_with_positive_column(tiny_bert_2label):
     with torch.no_grad():
         logits = model(**tokenizer(["capital?"] * 3, docs, padding=True, return_tensors="pt")).logits
     assert logits.shape == (3, 2)
-    ours = Reranker(tiny_bert_2label, normalize="none").score("capital?", docs)
+    ours = Reranker(tiny_bert_2label, overflow="truncate", normalize="none").score("capital?", docs)
     np.testing.assert_allclose(ours, logits[:, 1].numpy(), atol=1e-5)
     assert not np.allclose(ours, logits[:, 0].numpy(), atol=1e-3)
 
