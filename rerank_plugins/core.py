@@ -19,6 +19,7 @@ from rerank_plugins.backends.base import (
     resolve_dtype,
     resolve_model_id,
 )
+from rerank_plugins.backends.llm_yes import TEMPLATES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +43,8 @@ class Result:
     Attributes:
         index: position of the document in the input list.
         score: the normalised score (see ``Reranker.normalize``).
-        logit: the raw model logit, whatever the normalisation.
+        logit: the raw model logit, whatever the normalisation (for Qwen3-Reranker the
+            log-odds ``logit("yes") - logit("no")``, whose sigmoid is the card's probability).
         text: the document text.
     """
 
@@ -75,7 +77,8 @@ class Reranker:
 
     One API over three families: sentence-transformers ``CrossEncoder`` models,
     ``AutoModelForSequenceClassification`` rerankers (bge-reranker-v2-m3,
-    ko-reranker) and LLM yes-logit rerankers (bge-reranker-v2-gemma). Models are
+    ko-reranker) and LLM yes/no rerankers (bge-reranker-v2-gemma,
+    Qwen3-Reranker). Models are
     shared: a second ``Reranker`` over the same (model, kind, device, dtype)
     reuses the loaded weights, and instances are safe to use from several
     threads.
@@ -97,9 +100,14 @@ class Reranker:
         device: ``"auto"`` picks cuda, then mps, then cpu; or any torch device string.
         dtype: ``None`` (float32), ``"float32"``, ``"float16"`` or ``"bfloat16"``
             (or a ``torch.dtype``).
-        prompt: LLM rerankers only: the instruction after the pair.
-        query_prefix: LLM rerankers only: text before the query (default ``"A: "``).
-        passage_prefix: LLM rerankers only: text before the passage (default ``"B: "``).
+        template: LLM rerankers only: the prompt template, ``"auto"`` (from the
+            config's ``model_type``: gemma, gemma2, gemma3 -> ``"bge-gemma"``;
+            qwen3 -> ``"qwen3"``), ``"bge-gemma"`` or ``"qwen3"``.
+        instruction: the qwen3 template's ``<Instruct>`` (default: the card's
+            "Given a web search query, retrieve relevant passages that answer the query").
+        prompt: the bge-gemma template only: the instruction after the pair.
+        query_prefix: the bge-gemma template only: text before the query (default ``"A: "``).
+        passage_prefix: the bge-gemma template only: text before the passage (default ``"B: "``).
 
     Example:
         >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2")  # doctest: +SKIP
@@ -118,6 +126,8 @@ class Reranker:
         max_length: int | None = None,
         device: str | Any = "auto",
         dtype: str | Any = None,
+        template: str = "auto",
+        instruction: str | None = None,
         prompt: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
@@ -133,20 +143,25 @@ class Reranker:
         if kind != "auto" and kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
         for name, value in (
-            ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix)
+            ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix),
+            ("instruction", instruction),
         ):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+        if not isinstance(template, str):
+            raise TypeError(f"template must be a str, got {type(template).__name__}")
+        if template != "auto" and template not in TEMPLATES:
+            raise ValueError(f"template must be 'auto' or one of: {', '.join(TEMPLATES)}; got {template!r}")
 
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.kind = detect_kind(self.model_id) if kind == "auto" else kind
-        if self.kind != "llm-yes" and any(
-            v is not None for v in (prompt, query_prefix, passage_prefix)
+        if self.kind != "llm-yes" and (
+            template != "auto" or any(v is not None for v in (instruction, prompt, query_prefix, passage_prefix))
         ):
             raise ValueError(
-                f"prompt, query_prefix and passage_prefix apply to kind='llm-yes' only; "
+                f"template, instruction, prompt, query_prefix and passage_prefix apply to kind='llm-yes' only; "
                 f"this model is {self.kind!r}"
             )
         self.normalize: Normalize = normalize
@@ -161,12 +176,16 @@ class Reranker:
                 f"max_length={max_length} exceeds the model's limit of {limit} positions"
             )
         self.max_length: int = max_length
-        self._options = ScoringOptions(
+        self._options = self._backend.resolve_options(ScoringOptions(
             max_length=max_length,
             prompt=prompt,
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
-        )
+            template=template if self.kind == "llm-yes" else None,
+            instruction=instruction,
+        ))
+        # The LLM prompt template in use ("bge-gemma", "qwen3"); None for the other families.
+        self.template: str | None = self._options.template
 
     # ------------------------------------------------------------------ front doors
 
@@ -390,6 +409,7 @@ class Reranker:
         return (
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
             f"batch_size={self.batch_size}, max_length={self.max_length}, "
-            f"device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
+            + (f"template={self.template!r}, " if self.template is not None else "")
+            + f"device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
         )
 

@@ -43,12 +43,17 @@ class ScoringOptions:
         prompt: instruction for LLM rerankers (``None``: the family default).
         query_prefix: text before the query for LLM rerankers (``None``: default).
         passage_prefix: text before the passage for LLM rerankers (``None``: default).
+        template: LLM rerankers: the prompt template (``"auto"`` until the backend's
+            :meth:`Backend.resolve_options` settles it; ``None`` for other families).
+        instruction: the qwen3 template's instruction (``None``: the card's default).
     """
 
     max_length: int
     prompt: str | None = None
     query_prefix: str | None = None
     passage_prefix: str | None = None
+    template: str | None = None
+    instruction: str | None = None
 
 
 class Backend(ABC):
@@ -76,6 +81,15 @@ class Backend(ABC):
         self.tokenizer: Any = None
         self.max_positions: int | None = None
         self.default_max_length: int | None = None
+
+    def resolve_options(self, options: ScoringOptions) -> ScoringOptions:
+        """Check a Reranker's options against this model and settle its family choices.
+
+        Called once when a :class:`~rerank_plugins.Reranker` is built; the result is
+        what :meth:`measure` and :meth:`score_batch` receive. The default keeps the
+        options as they are; LLM backends pick the prompt template here.
+        """
+        return options
 
     def measure(
         self, queries: list[str], documents: list[str], options: ScoringOptions
