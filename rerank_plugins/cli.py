@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rerank_plugins.backends.base import DTYPES, KINDS
+from rerank_plugins.backends.llm_yes import TEMPLATES
 from rerank_plugins.core import NORMALIZATIONS
 
 __all__ = ["DEFAULT_RERANKER", "build_parser", "main"]
@@ -129,6 +130,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--kind", choices=KIND_CHOICES, default="auto",
         help="reranker family; 'auto' (the default) decides from the model's config files",
     )
+    p.add_argument(
+        "--template", choices=("auto", *TEMPLATES), default="auto",
+        help="llm-yes rerankers: the prompt template; 'auto' (the default) decides from the model's "
+             "model_type (gemma -> bge-gemma, qwen3 -> qwen3)",
+    )
+    p.add_argument("--instruction", metavar="TEXT", default=None,
+                   help="the qwen3 template's instruction (default: the model card's web-search instruction)")
     p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                    help="(query, passage) pairs per reranker forward pass (default: %(default)s)")
     p.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
@@ -251,6 +259,7 @@ def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tupl
         reranker = Reranker(
             args.reranker, kind=args.kind, normalize=normalize, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, dtype=args.dtype,
+            template=args.template, instruction=args.instruction,
         )
     except ModelLoadError as exc:
         hint = ""
