@@ -170,7 +170,10 @@ class Reranker:
 
         limit = self._backend.max_positions
         if max_length is None:
-            max_length = self._backend.default_max_length or limit or _FALLBACK_MAX_LENGTH
+            max_length = (
+                self._backend.default_max_length_for(template if self.kind == "llm-yes" else None)
+                or limit or _FALLBACK_MAX_LENGTH
+            )
         elif limit is not None and max_length > limit:
             raise ValueError(
                 f"max_length={max_length} exceeds the model's limit of {limit} positions"

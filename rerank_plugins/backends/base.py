@@ -82,6 +82,10 @@ class Backend(ABC):
         self.max_positions: int | None = None
         self.default_max_length: int | None = None
 
+    def default_max_length_for(self, template: str | None) -> int | None:
+        """The truncation length used when the caller gives none (LLM backends: per prompt template)."""
+        return self.default_max_length
+
     def resolve_options(self, options: ScoringOptions) -> ScoringOptions:
         """Check a Reranker's options against this model and settle its family choices.
 

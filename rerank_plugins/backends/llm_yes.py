@@ -338,9 +338,14 @@ class LLMYesBackend(Backend):
         # The template template="auto" picks; None when the model_type implies none.
         self.auto_template: str | None = TEMPLATE_BY_MODEL_TYPE.get(self.model_type or "")
         self.max_positions = model_position_limit(self.model.config, tokenizer)
-        card_default = _TEMPLATE_CLASSES[self.auto_template or "bge-gemma"].default_max_length
-        self.default_max_length = min(card_default, self.max_positions or card_default)
+        self.default_max_length = self.default_max_length_for("auto")
         self._templates: dict[tuple[str | None, ...], Template] = {}
+
+    def default_max_length_for(self, template: str | None) -> int | None:
+        """The card's ``max_length`` of ``template`` ("auto": this model's), within the model's positions."""
+        name = self.auto_template if template in (None, "auto") else template
+        card = _TEMPLATE_CLASSES[name].default_max_length if name in _TEMPLATE_CLASSES else DEFAULT_MAX_LENGTH
+        return min(card, self.max_positions or card)
 
     # ------------------------------------------------------------------ templates
 

@@ -226,13 +226,15 @@ def test_auto_detects_the_template_from_model_type(tiny_qwen3, tiny_gemma):
     gemma = Reranker(tiny_gemma)
     assert (gemma.template, gemma.max_length) == ("bge-gemma", 1024)
     assert Reranker(tiny_gemma, template="bge-gemma").template == "bge-gemma"
+    assert Reranker(tiny_qwen3, template="bge-gemma").max_length == 1024  # the template's card decides
 
 
 def test_unknown_model_type_needs_an_explicit_template(models_dir):
     path = _tiny.build_qwen3(models_dir / "qwen2", model_type="qwen2")
     with pytest.raises(ValueError, match=r"model_type 'qwen2'.*pass template= one of: bge-gemma, qwen3"):
         Reranker(path)
-    # Named explicitly, the template works on any causal LM with the right tokens.
+    # Named explicitly, the template works on any causal LM with the right tokens, with its card's max_length.
+    assert Reranker(path, template="qwen3").max_length == 8192
     pairs = SHORT[:4] + KOREAN[:2]
     got = ours(path, pairs, template="qwen3")
     assert np.abs(got - card_scores(path, pairs)).max() <= 1e-5
