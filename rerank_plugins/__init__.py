@@ -12,6 +12,7 @@ Example:
 """
 
 from rerank_plugins.backends.base import KINDS, clear_model_cache
+from rerank_plugins.backends.llm_yes import TEMPLATES
 from rerank_plugins.core import NORMALIZATIONS, Reranker, Result
 from rerank_plugins.errors import MissingExtraError, ModelLoadError
 
@@ -24,6 +25,7 @@ __all__ = [
     "ModelLoadError",
     "Reranker",
     "Result",
+    "TEMPLATES",
     "__version__",
     "clear_model_cache",
 ]

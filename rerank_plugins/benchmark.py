@@ -181,7 +181,9 @@ def run_benchmark(
     exact = Reranker(model, normalize="none", dtype="float32", engine="torch", device="cpu", overflow="truncate")
     with exact.backend.lock:
         encoded = exact.backend.encode([q for q, _ in pairs], [d for _, d in pairs], exact._options)
-    tokens = [len(p.row().ids) if p.fits else len(exact.backend.truncated_row(p)[0].ids) for p in encoded]
+    tokens = [
+        len(p.row().ids if p.fits else exact.backend.truncated_row(p, exact._options)[0].ids) for p in encoded
+    ]
     flops = encoder_flops(exact.backend.model.config, tokens)
     log(f"{len(queries)} questions x {paragraphs} paragraphs = {len(pairs)} pairs, "
         f"{sum(tokens) / len(tokens):.0f} tokens per pair on average; {flops / len(pairs) / 1e9:.2f} GFLOP per pair")

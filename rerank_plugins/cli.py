@@ -29,6 +29,7 @@ from typing import Any
 
 from rerank_plugins.backends.base import DTYPES, KINDS
 from rerank_plugins.backends.engines import ENGINES
+from rerank_plugins.backends.llm_yes import TEMPLATES
 from rerank_plugins.core import (
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_WINDOWS,
@@ -146,6 +147,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--kind", choices=KIND_CHOICES, default="auto",
         help="reranker family; 'auto' (the default) decides from the model's config files",
     )
+    p.add_argument(
+        "--template", choices=("auto", *TEMPLATES), default="auto",
+        help="llm-yes rerankers: the prompt template; 'auto' (the default) decides from the model's "
+             "model_type (gemma -> bge-gemma, qwen3 -> qwen3)",
+    )
+    p.add_argument("--instruction", metavar="TEXT", default=None,
+                   help="the qwen3 template's instruction (default: the model card's web-search instruction)")
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                    help="at most B (query, passage) pairs per reranker forward pass "
                         "(default: no cap; batches are bounded by --max-batch-tokens)")
@@ -322,6 +330,7 @@ def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tupl
             max_length=args.max_length, device=args.device, dtype=args.dtype,
             max_batch_tokens=args.max_batch_tokens, engine=args.engine,
             overflow=args.overflow, stride=args.stride, max_windows=args.max_windows,
+            template=args.template, instruction=args.instruction,
         )
     except ModelLoadError as exc:
         hint = ""

@@ -22,6 +22,7 @@ from rerank_plugins.backends.base import (
     resolve_model_id,
 )
 from rerank_plugins.backends.engines import resolve_engine
+from rerank_plugins.backends.llm_yes import TEMPLATES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +53,8 @@ class Result:
         index: position of the document in the input list.
         score: the normalised score (see ``Reranker.normalize``).
         logit: the raw model logit, whatever the normalisation (for a long
-            passage scored in windows: the best window's).
+            passage scored in windows: the best window's; for Qwen3-Reranker the
+            log-odds ``logit("yes") - logit("no")``, whose sigmoid is the card's probability).
         text: the document text.
         windows: how many windows of the passage were scored (1 when the pair fit).
         span: ``(start, end)`` character offsets, in ``text``, of the best
@@ -148,7 +150,8 @@ class Reranker:
 
     One API over three families: sentence-transformers ``CrossEncoder`` models,
     ``AutoModelForSequenceClassification`` rerankers (bge-reranker-v2-m3,
-    ko-reranker) and LLM yes-logit rerankers (bge-reranker-v2-gemma). Models are
+    ko-reranker) and LLM yes/no rerankers (bge-reranker-v2-gemma,
+    Qwen3-Reranker). Models are
     shared: a second ``Reranker`` over the same (model, kind, device, dtype)
     reuses the loaded weights, and instances are safe to use from several
     threads.
@@ -186,9 +189,14 @@ class Reranker:
         stride: tokens shared by consecutive windows.
         max_windows: at most this many windows per passage; text past them is
             not scored (``Result.truncated``, and a warning).
-        prompt: LLM rerankers only: the instruction after the pair.
-        query_prefix: LLM rerankers only: text before the query (default ``"A: "``).
-        passage_prefix: LLM rerankers only: text before the passage (default ``"B: "``).
+        template: LLM rerankers only: the prompt template, ``"auto"`` (from the
+            config's ``model_type``: gemma, gemma2, gemma3 -> ``"bge-gemma"``;
+            qwen3 -> ``"qwen3"``), ``"bge-gemma"`` or ``"qwen3"``.
+        instruction: the qwen3 template's ``<Instruct>`` (default: the card's
+            "Given a web search query, retrieve relevant passages that answer the query").
+        prompt: the bge-gemma template only: the instruction after the pair.
+        query_prefix: the bge-gemma template only: text before the query (default ``"A: "``).
+        passage_prefix: the bge-gemma template only: text before the passage (default ``"B: "``).
 
     Example:
         >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2")  # doctest: +SKIP
@@ -212,6 +220,8 @@ class Reranker:
         overflow: str = "window",
         stride: int = DEFAULT_STRIDE,
         max_windows: int = DEFAULT_MAX_WINDOWS,
+        template: str = "auto",
+        instruction: str | None = None,
         prompt: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
@@ -233,21 +243,26 @@ class Reranker:
         if kind != "auto" and kind not in KINDS:
             raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
         for name, value in (
-            ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix)
+            ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix),
+            ("instruction", instruction),
         ):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+        if not isinstance(template, str):
+            raise TypeError(f"template must be a str, got {type(template).__name__}")
+        if template != "auto" and template not in TEMPLATES:
+            raise ValueError(f"template must be 'auto' or one of: {', '.join(TEMPLATES)}; got {template!r}")
 
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
         self.kind = detect_kind(self.model_id) if kind == "auto" else kind
         self.dtype: str = resolve_dtype(dtype, self.device)
         engine = resolve_engine(engine, kind=self.kind, device=self.device, dtype=self.dtype)
-        if self.kind != "llm-yes" and any(
-            v is not None for v in (prompt, query_prefix, passage_prefix)
+        if self.kind != "llm-yes" and (
+            template != "auto" or any(v is not None for v in (instruction, prompt, query_prefix, passage_prefix))
         ):
             raise ValueError(
-                f"prompt, query_prefix and passage_prefix apply to kind='llm-yes' only; "
+                f"template, instruction, prompt, query_prefix and passage_prefix apply to kind='llm-yes' only; "
                 f"this model is {self.kind!r}"
             )
         self.normalize: Normalize = normalize
@@ -264,18 +279,25 @@ class Reranker:
 
         limit = self._backend.max_positions
         if max_length is None:
-            max_length = self._backend.default_max_length or limit or _FALLBACK_MAX_LENGTH
+            max_length = (
+                self._backend.default_max_length_for(template if self.kind == "llm-yes" else None)
+                or limit or _FALLBACK_MAX_LENGTH
+            )
         elif limit is not None and max_length > limit:
             raise ValueError(
                 f"max_length={max_length} exceeds the model's limit of {limit} positions"
             )
         self.max_length: int = max_length
-        self._options = ScoringOptions(
+        self._options = self._backend.resolve_options(ScoringOptions(
             max_length=max_length,
             prompt=prompt,
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
-        )
+            template=template if self.kind == "llm-yes" else None,
+            instruction=instruction,
+        ))
+        # The LLM prompt template in use ("bge-gemma", "qwen3"); None for the other families.
+        self.template: str | None = self._options.template
 
     # ------------------------------------------------------------------ front doors
 
@@ -478,7 +500,7 @@ class Reranker:
                 continue
             cuts = self._windows(pair) if self.overflow == "window" else None
             if cuts is None:  # truncate, or no room for a window next to the query
-                row, kept = backend.truncated_row(pair)
+                row, kept = backend.truncated_row(pair, self._options)
                 rows.append(row)
                 owner.append(i)
                 row_spans.append(_char_span(pair.offsets, 0, kept))
@@ -562,7 +584,7 @@ class Reranker:
                 idx = order[start:end]
                 try:
                     with backend.lock, torch.inference_mode():
-                        logits = backend.forward([rows[i] for i in idx])
+                        logits = backend.forward([rows[i] for i in idx], self._options)
                 except Exception as exc:
                     if not is_out_of_memory(exc):
                         raise
@@ -611,6 +633,7 @@ class Reranker:
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
             f"batch_size={self.batch_size}, max_batch_tokens={self.max_batch_tokens}, max_length={self.max_length}, "
             f"overflow={self.overflow!r}, stride={self.stride}, max_windows={self.max_windows}, "
-            f"device={str(self.device)!r}, dtype={self.dtype!r}, engine={self.engine!r})"
+            + (f"template={self.template!r}, " if self.template is not None else "")
+            + f"device={str(self.device)!r}, dtype={self.dtype!r}, engine={self.engine!r})"
         )
 

@@ -185,3 +185,70 @@ def build_gemma(
     GemmaForCausalLM(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# Qwen3-Reranker's chat template (the model card's prefix and suffix), so the tiny tokenizer learns it compactly.
+QWEN3_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+# Qwen2/Qwen3's pre-tokenizer pattern (tokenizer.json): a leading space or symbol joins the next word.
+_QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _qwen_tokenizer(vocab_size: int = 900, yes: bool = True):
+    """A byte-level BPE tokenizer built like Qwen3's: its pre-tokenizer regex, ``<|im_start|>``,
+    ``<|im_end|>`` and ``<|endoftext|>`` as special tokens, ``<think>`` / ``</think>`` as added
+    tokens, no bos, pad = ``<|endoftext|>``, left padding; with ``yes``, "yes" and "no" are single tokens."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    template = QWEN3_PREFIX + "<Instruct>: Given a web search query, retrieve relevant passages that answer the query"
+    text = training_text() + [template + "\n<Query>: \n<Document>: " + QWEN3_SUFFIX] * 20
+    text += ["yes no\nyes\nno\n"] * 50 if yes else ["n\ny\ne\ns\n"] * 50
+    tok.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size if yes else 290, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tok.add_tokens([AddedToken("<think>", normalized=False), AddedToken("</think>", normalized=False)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"], model_max_length=131072,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def build_qwen3(path: Path, *, yes: bool = True, model_type: str = "qwen3", seed: int = 5) -> Path:
+    """A 2-layer ``Qwen3ForCausalLM`` (or, with ``model_type="qwen2"``, a ``Qwen2ForCausalLM``)
+    with the Qwen-style tokenizer above; tied embeddings and 40,960 positions, as Qwen3-Reranker."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    config_cls, model_cls = {"qwen3": (Qwen3Config, Qwen3ForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[
+        model_type
+    ]
+    tokenizer = _qwen_tokenizer(yes=yes)
+    torch.manual_seed(seed)
+    config = config_cls(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=40960,
+        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None, initializer_range=0.2,
+    )
+    model_cls(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -123,3 +123,9 @@ def tiny_squad(tmp_path_factory) -> Path:
 def tiny_jsonl(tmp_path_factory) -> tuple[Path, Path]:
     """A JSONL queries file and corpus file over the tiny-model sentences."""
     return _eval_helpers.write_tiny_jsonl(tmp_path_factory.mktemp("tiny-jsonl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(models_dir) -> Path:
+    """A 2-layer Qwen3ForCausalLM with a Qwen-style byte-level BPE tokenizer (chat special tokens, "yes"/"no")."""
+    return _tiny.build_qwen3(models_dir / "qwen3")

@@ -379,9 +379,9 @@ def test_short_pairs_fill_large_batches(tiny_xlmr, monkeypatch):
     sizes = []
     forward = reranker.backend.forward
 
-    def spy(rows):
+    def spy(rows, options):
         sizes.append((len(rows), max(len(r.ids) for r in rows)))
-        return forward(rows)
+        return forward(rows, options)
 
     monkeypatch.setattr(reranker.backend, "forward", spy)
     docs = [f"short passage number {i}" for i in range(200)] + [DOCS[0] * 20]
@@ -426,7 +426,7 @@ def test_longest_first_matches_the_tokenizer(tiny_xlmr, tiny_bert):
             d = " ".join(rng.choice(_tiny.CORPUS) for _ in range(rng.randint(0, 12)))
             max_length = rng.randint(8, 160)
             (pair,) = backend.encode([q], [d], ScoringOptions(max_length=max_length))
-            row = pair.row() if pair.fits else backend.truncated_row(pair)[0]
+            row = pair.row() if pair.fits else backend.truncated_row(pair, ScoringOptions(max_length=max_length))[0]
             # The published code's batch form (a single call with d="" would drop the empty pair).
             ref = tok([q], [d], truncation=True, max_length=max_length)
             assert row.ids == ref["input_ids"][0], (q, d, max_length)
@@ -442,7 +442,7 @@ def _allocator_limit(monkeypatch, backend, max_tokens):
     forward = backend.forward
     seen = []
 
-    def limited(rows):
+    def limited(rows, options):
         cost = len(rows) * max(len(r.ids) for r in rows)
         seen.append(len(rows))
         if cost > max_tokens:
@@ -450,7 +450,7 @@ def _allocator_limit(monkeypatch, backend, max_tokens):
                 "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
                 f"you tried to allocate {cost * 4096} bytes. Error code 12 (Cannot allocate memory)"
             )
-        return forward(rows)
+        return forward(rows, options)
 
     monkeypatch.setattr(backend, "forward", limited)
     return seen
@@ -485,7 +485,7 @@ def test_other_runtime_errors_are_not_retried(tiny_xlmr, monkeypatch):
     reranker = Reranker(tiny_xlmr, normalize="none")
     calls = []
 
-    def broken(rows):
+    def broken(rows, options):
         calls.append(len(rows))
         raise RuntimeError("shape mismatch")
 

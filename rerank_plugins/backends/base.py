@@ -45,12 +45,17 @@ class ScoringOptions:
         prompt: instruction for LLM rerankers (``None``: the family default).
         query_prefix: text before the query for LLM rerankers (``None``: default).
         passage_prefix: text before the passage for LLM rerankers (``None``: default).
+        template: LLM rerankers: the prompt template (``"auto"`` until the backend's
+            :meth:`Backend.resolve_options` settles it; ``None`` for other families).
+        instruction: the qwen3 template's instruction (``None``: the card's default).
     """
 
     max_length: int
     prompt: str | None = None
     query_prefix: str | None = None
     passage_prefix: str | None = None
+    template: str | None = None
+    instruction: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +141,24 @@ class Backend(ABC):
         self.max_positions: int | None = None
         self.default_max_length: int | None = None
 
+    def default_max_length_for(self, template: str | None) -> int | None:
+        """The truncation length used when the caller gives none (LLM backends: per prompt template)."""
+        return self.default_max_length
+
+    def resolve_options(self, options: ScoringOptions) -> ScoringOptions:
+        """Check a Reranker's options against this model and settle its family choices.
+
+        Called once when a :class:`~rerank_plugins.Reranker` is built; the result is
+        what :meth:`encode` and :meth:`truncated_row` receive. The default keeps the
+        options as they are; LLM backends pick the prompt template here.
+        """
+        return options
+
     @abstractmethod
     def encode(self, queries: list[str], documents: list[str], options: ScoringOptions) -> list[PairEncoding]:
         """Tokenise each pair once; ``budget`` is computed for ``options.max_length``."""
 
-    def truncated_row(self, pair: PairEncoding) -> tuple[Row, int]:
+    def truncated_row(self, pair: PairEncoding, options: ScoringOptions) -> tuple[Row, int]:
         """The published scoring code's input for a pair that does not fit, and how many passage tokens it keeps.
 
         The default cuts the passage's end.
@@ -149,7 +167,7 @@ class Backend(ABC):
         return pair.row(0, keep), keep
 
     @abstractmethod
-    def forward(self, rows: list[Row]) -> torch.Tensor:
+    def forward(self, rows: list[Row], options: ScoringOptions) -> torch.Tensor:
         """Return one raw float32 logit per row, as a 1-D CPU tensor.
 
         Called under ``torch.inference_mode()`` and with :attr:`lock` held.

@@ -66,7 +66,7 @@ class PairTokenizerMixin:
         )
         return split_pair_encodings(batch, options.max_length)
 
-    def truncated_row(self, pair: PairEncoding) -> tuple[Row, int]:
+    def truncated_row(self, pair: PairEncoding, options: ScoringOptions) -> tuple[Row, int]:
         """``tokenizer(q, d, truncation=True, max_length=...)``: the published ``longest_first`` cut."""
         q0, q1 = pair.query
         room = pair.budget + (q1 - q0)
@@ -109,7 +109,7 @@ class PairTokenizerMixin:
             device=self.device, example=self.pad([Row([0, 1, 2, 3], [0, 0, 1, 1])] * 2),
         )
 
-    def forward(self, rows: list[Row]) -> torch.Tensor:
+    def forward(self, rows: list[Row], options: ScoringOptions | None = None) -> torch.Tensor:
         inputs = {k: v.to(self.device) for k, v in self.pad(rows).items()}
         return positive_logit(self.runner(inputs))
 

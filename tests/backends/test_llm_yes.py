@@ -243,9 +243,9 @@ def test_long_passages_are_windowed_and_every_window_keeps_the_prompt(tiny_gemma
     seen = []
     forward = backend.forward
 
-    def spy(rows):
+    def spy(rows, options):
         seen.extend(rows)
-        return forward(rows)
+        return forward(rows, options)
 
     monkeypatch.setattr(backend, "forward", spy)
     query, passage = SHORT[0][0], " ".join(_tiny.CORPUS) * 3
@@ -258,7 +258,7 @@ def test_long_passages_are_windowed_and_every_window_keeps_the_prompt(tiny_gemma
     card = get_inputs([(query, passage)], tokenizer, max_length=64)
     card_row = card["input_ids"][0][card["attention_mask"][0].bool()].tolist()
     assert card_row in [row.ids for row in seen]
-    singles = [forward([row])[0].item() for row in seen]
+    singles = [forward([row], reranker._options)[0].item() for row in seen]
     assert r.logit == pytest.approx(max(singles), abs=1e-5)
     a, b = r.span
     assert 0 <= a < b <= len(passage)
