@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from rerank_plugins.backends.base import Backend
 
-__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result", "select_results"]
+__all__ = ["NORMALIZATIONS", "Normalize", "Reranker", "Result", "rank_order", "select_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,20 @@ def select_results(
     if score_threshold is not None:
         results = [r for r in results if r.score >= score_threshold]
     return list(results[:top_n])
+
+
+def rank_order(scores: Sequence[float]) -> list[int]:
+    """Positions of ``scores`` best first: the one ordering rule of every reranked list.
+
+    A stable sort, so ties keep input order; a NaN score sorts last. Ordering a
+    prefix of a candidate list by its scores gives exactly the list a rerank of
+    that prefix alone would give (softmax is monotonic within a list).
+
+    Example:
+        >>> rank_order([0.2, 0.9, float("nan"), 0.9])
+        [1, 3, 0, 2]
+    """
+    return sorted(range(len(scores)), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i])
 
 
 class Reranker:
@@ -332,9 +346,8 @@ class Reranker:
         for a, b in bounds:
             raw = logits[a:b].tolist()
             scores = self._normalize(logits[a:b]).tolist()
-            # Stable sort: ties keep input order; a NaN score sorts last.
-            order = sorted(range(b - a), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i])
-            results = [Result(index=i, score=scores[i], logit=raw[i], text=documents[a + i]) for i in order]
+            results = [Result(index=i, score=scores[i], logit=raw[i], text=documents[a + i])
+                       for i in rank_order(scores)]
             ranked.append(select_results(results, top_n=top_n, score_threshold=score_threshold))
         return ranked
 
