@@ -118,8 +118,10 @@ def plot_sweep(report: EvalReport, path: str | Path, *, title: str | None = None
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = [p.ms_per_query for p in points]
+    plotted: list[float] = []
     for key, label, marker in (("mrr@10", "MRR@10", "o"), ("hit@1", "hit@1", "s")):
         ys = [p.metrics[key] for p in points]
+        plotted += ys
         ax.plot(xs, ys, marker=marker, markersize=5, label=f"{label} after reranking")
         for p, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(f"k={p.retrieve_k}", (x, y), textcoords="offset points", xytext=(4, -12 if key == "hit@1"
@@ -129,13 +131,16 @@ def plot_sweep(report: EvalReport, path: str | Path, *, title: str | None = None
                              [10], ("mrr",))["mrr@10"]
         ax.plot([report.timing["retrieval_ms_per_query"]], [first], marker="x", color="gray", linestyle="none",
                 markersize=8, label="MRR@10, first stage alone")
+        plotted.append(first)
     k = report.recommended_k()
     best = next(p for p in points if p.retrieve_k == k)
     ax.plot([best.ms_per_query], [best.metrics["mrr@10"]], marker="o", markersize=14, markerfacecolor="none",
             markeredgecolor="black", linestyle="none", label=f"recommended: k={k}")
     ax.set_xlabel("ms per query (first stage + reranking)")
     ax.set_ylabel("quality")
-    ax.set_ylim(0, 1.02)
+    # Zoom on the data: the differences between k are often a few points.
+    ax.set_ylim(max(0.0, min(plotted) - 0.05), min(1.02, max(plotted) + 0.03))
+    ax.margins(x=0.1)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or (
