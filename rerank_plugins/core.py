@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
     from rerank_plugins.backends.base import Backend, PairEncoding
 
-__all__ = ["NORMALIZATIONS", "OVERFLOWS", "Normalize", "Reranker", "Result", "select_results", "token_batches"]
+__all__ = [
+    "NORMALIZATIONS", "OVERFLOWS", "Normalize", "Reranker", "Result", "rank_order", "select_results", "token_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,18 @@ def token_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int | No
         batches.append((start, end))
         start = end
     return batches
+def rank_order(scores: Sequence[float]) -> list[int]:
+    """Positions of ``scores`` best first: the one ordering rule of every reranked list.
+
+    A stable sort, so ties keep input order; a NaN score sorts last. Ordering a
+    prefix of a candidate list by its scores gives exactly the list a rerank of
+    that prefix alone would give (softmax is monotonic within a list).
+
+    Example:
+        >>> rank_order([0.2, 0.9, float("nan"), 0.9])
+        [1, 3, 0, 2]
+    """
+    return sorted(range(len(scores)), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i])
 
 
 class Reranker:
@@ -464,14 +478,12 @@ class Reranker:
         for a, b in bounds:
             raw = logits[a:b].tolist()
             scores = self._normalize(logits[a:b]).tolist()
-            # Stable sort: ties keep input order; a NaN score sorts last.
-            order = sorted(range(b - a), key=lambda i: math.inf if math.isnan(scores[i]) else -scores[i])
             results = [
                 Result(
                     index=i, score=scores[i], logit=raw[i], text=documents[a + i], windows=scored.windows[a + i],
                     span=scored.spans[a + i], truncated=scored.truncated[a + i],
                 )
-                for i in order
+                for i in rank_order(scores)
             ]
             ranked.append(select_results(results, top_n=top_n, score_threshold=score_threshold))
         return ranked

@@ -56,7 +56,8 @@ def test_help_explains_every_flag(capsys):
             for option in action.option_strings:
                 assert option in text, (name, option)
     for flag in ("--data", "--format", "--corpus", "--reranker", "--kind", "--bi-encoder", "--retrieve-k",
-                 "--rerank-k", "--queries", "--seed", "--batch-size", "--json-out", "--plot", "--embeddings"):
+                 "--rerank-k", "--sweep", "--queries", "--seed", "--batch-size", "--json-out", "--plot",
+                 "--embeddings"):
         assert flag in subparsers["eval"].format_help()
     assert main(["--help"]) == 0
     assert "eval" in capsys.readouterr().out
@@ -95,7 +96,8 @@ def test_eval_end_to_end_with_tiny_models(tmp_path, tiny_squad, tiny_args, capsy
     assert "12 of 38 questions, 19 documents" in captured.err
 
     report = json.loads(out_json.read_text(encoding="utf-8"))
-    assert list(report) == ["retrieval", "reranked", "timing", "config"]
+    assert list(report) == ["retrieval", "reranked", "timing", "config", "sweep"]
+    assert report["sweep"] == [] and report["config"]["sweep"] is None
     assert {"hit@1", "hit@3", "hit@6", "mrr@3", "ndcg@6", "recall@6"} <= set(report["retrieval"])
     assert set(report["reranked"]) == {f"{m}@{k}" for m in ("hit", "mrr", "ndcg", "recall") for k in (1, 3)}
     for line in lines:  # the table shows the report's numbers
@@ -117,6 +119,64 @@ def test_eval_end_to_end_with_tiny_models(tmp_path, tiny_squad, tiny_args, capsy
     again = json.loads(out_json.read_text(encoding="utf-8"))
     assert again["config"]["corpus_embeddings"]["reused"] is True
     assert again["retrieval"] == report["retrieval"] and again["reranked"] == report["reranked"]
+
+
+def test_eval_sweep_table_json_and_both_plots(tmp_path, tiny_squad, tiny_args, capsys):
+    out_json, out_png = tmp_path / "report.json", tmp_path / "hit.png"
+    argv = ["eval", "--data", str(tiny_squad), *tiny_args, "--sweep", "6", "2", "4", "--rerank-k", "3",
+            "--queries", "10", "--seed", "3", "--json-out", str(out_json), "--plot", str(out_png)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(out_json.read_text(encoding="utf-8"))
+    assert list(report) == ["retrieval", "reranked", "timing", "config", "sweep"]
+    assert report["config"]["retrieve_k"] == 6 and report["config"]["sweep"] == [2, 4, 6]
+    assert report["config"]["rerank_pairs"] == 60  # 10 questions x the largest k, scored once
+    sweep = report["sweep"]
+    assert [e["retrieve_k"] for e in sweep] == [2, 4, 6] and [e["rerank_pairs"] for e in sweep] == [20, 40, 60]
+    assert sweep[-1]["hit@1"] == report["reranked"]["hit@1"]
+    assert sweep[-1]["retrieval_recall"] == report["retrieval"]["recall@6"]
+
+    lines = captured.out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("retrieve_k sweep:")))
+    assert lines[header + 1].split() == ["k", "recall@k", "hit@1", "hit@3", "hit@10", "mrr@10", "ndcg@10",
+                                         "ms/query"]
+    for entry, line in zip(sweep, lines[header + 4 : header + 7], strict=True):  # after the first-stage row
+        assert line.split() == [str(entry["retrieve_k"]), f"{entry['retrieval_recall']:.4f}",
+                                *(f"{entry[m]:.4f}" for m in ("hit@1", "hit@3", "hit@10", "mrr@10", "ndcg@10")),
+                                f"{entry['ms_per_query']:.1f}"]
+    best = max(e["mrr@10"] for e in sweep)
+    expected_k = min(e["retrieve_k"] for e in sweep if e["mrr@10"] >= best - 0.005)
+    assert lines[header + 7].startswith(f"recommended retrieve_k: {expected_k} ")
+
+    sweep_png = tmp_path / "hit_sweep.png"
+    for png in (out_png, sweep_png):
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+    assert f"wrote the quality vs ms per query plot to {sweep_png}" in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hit.png", "hit_sweep.png", "report.json"]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (["5", "5"], "--sweep: sweep values must be distinct; repeated: 5"),
+    (["5", "40"], "--sweep: sweep value 40 is larger than the corpus (19 documents); use values up to 19"),
+    (["2", "4", "--retrieve-k", "30"], "--retrieve-k (30) must equal the largest --sweep value (4) or be left out"),
+    (["2", "4", "--rerank-k", "5"], "--rerank-k (5) must not exceed the largest --sweep value (4)"),
+])
+def test_bad_sweep_values_exit_2_with_one_line(tiny_squad, tiny_args, capsys, values, message):
+    line = assert_one_error(capsys, main(["eval", "--data", str(tiny_squad), *tiny_args, "--sweep", *values]),
+                            expected_rc=2)
+    assert line == f"{ERROR}{message}"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "expected a positive integer, got 0"),
+    ("-3", "expected a positive integer, got -3"),
+    ("2.5", "expected a positive integer, got '2.5'"),
+    ("ten", "expected a positive integer, got 'ten'"),
+])
+def test_sweep_values_that_are_not_positive_ints_are_usage_errors(value, message, capsys):
+    assert main(["eval", "--data", "x.json", "--sweep", "5", value]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors == [f"rerank-plugins eval: error: argument --sweep: {message}"]
 
 
 def test_eval_jsonl_layout(tmp_path, tiny_jsonl, tiny_args, capsys):

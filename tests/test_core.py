@@ -19,7 +19,7 @@ import torch
 import rerank_plugins
 from rerank_plugins import ModelLoadError, Reranker, Result
 from rerank_plugins.backends.base import detect_kind, resolve_device, resolve_dtype
-from rerank_plugins.core import select_results
+from rerank_plugins.core import rank_order, select_results
 
 DOCS = [
     "Paris is the capital and most populous city of France.",
@@ -598,3 +598,12 @@ def test_real_model_finds_the_answer_deep_in_a_long_passage(ms_marco_dir, squad_
     answer = target["qas"][0]["answers"][0]
     answer = answer if isinstance(answer, str) else answer["text"]
     assert answer in passage[window.span[0] : window.span[1]]
+def test_rank_order_is_stable_with_nan_last_and_matches_rerank(reranker):
+    nan = float("nan")
+    assert rank_order([0.2, 0.9, nan, 0.9, -1.0]) == [1, 3, 0, 4, 2]
+    assert rank_order([]) == []
+    docs = ["Paris is the capital of France.", "Kimchi is food.", "Water boils.", "Seoul is a city."]
+    scores = reranker.score("capital of France?", docs)
+    assert [r.index for r in reranker.rerank("capital of France?", docs)] == rank_order(scores)
+    # A prefix ordered by its scores is the rerank of that prefix alone.
+    assert [r.index for r in reranker.rerank("capital of France?", docs[:3])] == rank_order(scores[:3])

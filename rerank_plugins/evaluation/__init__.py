@@ -12,6 +12,9 @@ Example:
     ...                   retrieve_k=30, rerank_k=10)  # doctest: +SKIP
     >>> print(report.format_table())  # doctest: +SKIP
     >>> report.write_json("report.json"); plot_hit_curves(report, "hit.png")  # doctest: +SKIP
+    >>> swept = evaluate(data, Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2"), BiEncoder(),
+    ...                  sweep=[5, 10, 20, 30])  # doctest: +SKIP
+    >>> print(swept.format_sweep_table()); plot_sweep(swept, "sweep.png")  # doctest: +SKIP
 """
 
 from rerank_plugins.evaluation.data import (
@@ -32,9 +35,20 @@ from rerank_plugins.evaluation.metrics import (
     mrr_at_k,
     ndcg_at_k,
     recall_at_k,
+    smallest_k_near_best,
 )
-from rerank_plugins.evaluation.pipeline import DEFAULT_KS, REPORT_KEYS, EvalReport, QueryOutcome, evaluate
-from rerank_plugins.evaluation.plot import plot_hit_curves
+from rerank_plugins.evaluation.pipeline import (
+    DEFAULT_KS,
+    RECOMMEND_TOLERANCE,
+    REPORT_KEYS,
+    SWEEP_METRICS,
+    EvalReport,
+    QueryOutcome,
+    SweepPoint,
+    check_sweep,
+    evaluate,
+)
+from rerank_plugins.evaluation.plot import plot_hit_curves, plot_sweep, sweep_plot_path
 from rerank_plugins.evaluation.retrieval import (
     DEFAULT_BI_ENCODER_NAME,
     BiEncoder,
@@ -48,7 +62,9 @@ __all__ = [
     "DEFAULT_KS",
     "FORMATS",
     "METRICS",
+    "RECOMMEND_TOLERANCE",
     "REPORT_KEYS",
+    "SWEEP_METRICS",
     "BiEncoder",
     "DataFormatError",
     "Dataset",
@@ -56,6 +72,8 @@ __all__ = [
     "EvalReport",
     "Query",
     "QueryOutcome",
+    "SweepPoint",
+    "check_sweep",
     "corpus_fingerprint",
     "default_bi_encoder_path",
     "detect_format",
@@ -69,5 +87,8 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "plot_hit_curves",
+    "plot_sweep",
     "recall_at_k",
+    "smallest_k_near_best",
+    "sweep_plot_path",
 ]

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 
 __all__ = [
     "METRICS",
@@ -31,6 +31,7 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "recall_at_k",
+    "smallest_k_near_best",
 ]
 
 METRICS: tuple[str, ...] = ("hit", "mrr", "ndcg", "recall")
@@ -173,3 +174,26 @@ def hit_curve(
                 counts[i] += 1
     n = len(rankings)
     return [c / n if n else 0.0 for c in counts]
+
+
+def smallest_k_near_best(values: Mapping[int, float], tolerance: float) -> int:
+    """The smallest ``k`` whose value is within ``tolerance`` of the best value.
+
+    Used to recommend a ``retrieve_k`` from a sweep: past that ``k``, more
+    candidates cost time without a meaningful gain.
+
+    Args:
+        values: a quality figure (e.g. MRR@10) per ``k``.
+        tolerance: how far under the best still counts as as good (``>= 0``).
+
+    Example:
+        >>> smallest_k_near_best({5: 0.90, 10: 0.912, 20: 0.915, 50: 0.914}, 0.005)
+        10
+    """
+    if not values:
+        raise ValueError("no values to choose from")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(f"tolerance must be a non-negative number, got {tolerance!r}")
+    best = max(values.values())
+    # A tiny slack so that a value exactly `tolerance` under the best is not lost to rounding.
+    return min(k for k, v in values.items() if v >= best - tolerance - 1e-12)

@@ -15,6 +15,7 @@ from rerank_plugins.evaluation.metrics import (
     mrr_at_k,
     ndcg_at_k,
     recall_at_k,
+    smallest_k_near_best,
 )
 
 RANKED = ["d5", "d2", "d9", "d1", "d7"]  # relevant d2 at rank 2 and d7 at rank 5 below
@@ -132,3 +133,18 @@ def test_metrics_import_without_faiss_matplotlib_or_the_embedded_model():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_smallest_k_near_best():
+    mrr = {50: 0.914, 5: 0.90, 10: 0.9105, 20: 0.915, 30: 0.9151}
+    assert smallest_k_near_best(mrr, 0.005) == 10  # 0.9105 >= 0.9151 - 0.005; 0.90 is not
+    assert smallest_k_near_best(mrr, 0.0) == 30  # only the best itself
+    assert smallest_k_near_best(mrr, 0.02) == 5
+    assert smallest_k_near_best({3: 0.5, 1: 0.5}, 0.0) == 1  # ties: the smaller k
+    assert smallest_k_near_best({10: 0.905, 20: 0.91}, 0.005) == 10  # exactly the tolerance under counts
+    with pytest.raises(ValueError, match="no values"):
+        smallest_k_near_best({}, 0.005)
+    with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
+        smallest_k_near_best(mrr, -0.1)
+    with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
+        smallest_k_near_best(mrr, float("nan"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins import Reranker, Result
+from rerank_plugins import Reranker
 from rerank_plugins.evaluation import (
     REPORT_KEYS,
     BiEncoder,
@@ -34,17 +34,14 @@ class ScriptedReranker:
         self.oracle = oracle
         self.calls = 0
 
-    def rerank_many(self, queries, documents_per_query, top_n=None, *, show_progress=None):
+    def score_many(self, queries, documents_per_query, *, show_progress=None):
         self.calls += 1
-        out = []
-        for query, docs in zip(queries, documents_per_query, strict=True):
-            if self.oracle:
-                scores = [1.0 if d in self.gold_texts[query] else 0.0 for d in docs]
-            else:  # worst possible: gold last
-                scores = [0.0 if d in self.gold_texts[query] else 1.0 for d in docs]
-            order = sorted(range(len(docs)), key=lambda i: -scores[i])
-            out.append([Result(i, scores[i], scores[i], docs[i]) for i in order][:top_n])
-        return out
+        if self.oracle:
+            return [[1.0 if d in self.gold_texts[q] else 0.0 for d in docs]
+                    for q, docs in zip(queries, documents_per_query, strict=True)]
+        # Worst possible: gold last.
+        return [[0.0 if d in self.gold_texts[q] else 1.0 for d in docs]
+                for q, docs in zip(queries, documents_per_query, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +68,8 @@ def test_report_shape_and_keys(dataset, encoder, index, tiny_cross_encoder):
     reranker = Reranker(tiny_cross_encoder, device="cpu", batch_size=16)
     report = evaluate(dataset, reranker, encoder, retrieve_k=8, rerank_k=4, ks=(1, 3, 5, 10), index=index)
     out = report.to_dict()
-    assert tuple(out) == REPORT_KEYS == ("retrieval", "reranked", "timing", "config")
+    assert tuple(out) == REPORT_KEYS == ("retrieval", "reranked", "timing", "config", "sweep")
+    assert out["sweep"] == [] and report.sweep == () and report.recommended_k() is None
     assert json.loads(report.to_json()) == out
     ks_retrieval = [1, 3, 4, 5, 8]  # 10 > retrieve_k is left out; rerank_k and retrieve_k are added
     assert list(out["retrieval"]) == [f"{m}@{k}" for m in ("hit", "mrr", "ndcg", "recall") for k in ks_retrieval]
@@ -86,7 +84,7 @@ def test_report_shape_and_keys(dataset, encoder, index, tiny_cross_encoder):
     assert timing["rerank_ms_per_query"] == pytest.approx(1000 * timing["rerank_s"] / len(dataset.queries))
     cfg = out["config"]
     assert (cfg["queries"], cfg["documents"], cfg["retrieve_k"], cfg["rerank_k"]) == (38, 19, 8, 4)
-    assert cfg["rerank_pairs"] == 38 * 8
+    assert cfg["rerank_pairs"] == 38 * 8 and cfg["sweep"] is None
     assert cfg["reranker"]["model"] == str(tiny_cross_encoder) and cfg["reranker"]["kind"] == "cross-encoder"
     assert cfg["bi_encoder"]["path"] == encoder.model_id
     assert cfg["data"]["format"] == "squad"
