@@ -169,7 +169,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "cuda:1, ... (default: %(default)s)")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="reranker dtype: auto (bfloat16 where the CPU/GPU has native bf16, else float32 "
-                        "or float16 on GPUs), float32 (exact), bfloat16, float16 (default: %(default)s)")
+                        "or float16 on GPUs), float32 (exact), bfloat16, float16, int8 (OpenVINO + NNCF, calibrated on "
+                        "the first batch you score; default: %(default)s)")
     p.add_argument("--overflow", choices=OVERFLOWS, default="window",
                    help="a pair longer than --max-length: 'window' scores overlapping windows of the "
                         "passage and keeps the best (MaxP); 'truncate' cuts it as the published scoring "

@@ -191,7 +191,9 @@ class Reranker:
         dtype: ``"auto"`` (default: bfloat16 on CPUs with native bf16
             instructions and on CUDA GPUs that support it, float16 on other GPUs,
             float32 elsewhere; :attr:`dtype` tells the choice), ``"float32"``
-            (the exact path), ``"float16"`` or ``"bfloat16"`` (or a ``torch.dtype``).
+            (the exact path), ``"float16"`` or ``"bfloat16"`` (or a ``torch.dtype``),
+            or ``"int8"`` (OpenVINO with NNCF post-training quantisation,
+            calibrated on the first batch this model scores; cached on disk).
         engine: ``"auto"`` (OpenVINO for the cross-encoder and
             sequence-classification families on CPU when the ``fast`` extra is
             installed, else torch), ``"torch"`` or ``"openvino"``.

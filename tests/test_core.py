@@ -301,6 +301,8 @@ def test_argument_validation(tiny_xlmr, tiny_bert):
         Reranker(tiny_xlmr, max_length=0)
     with pytest.raises(ValueError, match="dtype must be 'auto' or one of"):
         Reranker(tiny_xlmr, dtype="int4")
+    with pytest.raises(ValueError, match="dtype='int8' needs engine='openvino'"):
+        Reranker(tiny_xlmr, dtype="int8", engine="torch")
     with pytest.raises(ValueError, match="engine must be one of"):
         Reranker(tiny_xlmr, engine="tensorrt")
     with pytest.raises(ValueError, match="max_batch_tokens must be a positive int"):

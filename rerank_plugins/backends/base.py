@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("cross-encoder", "sequence-classification", "llm-yes")
-DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8")
 
 DTYPE_ENV = "RERANK_PLUGINS_DTYPE"
 # Model types whose learned position table starts after ``padding_idx``.

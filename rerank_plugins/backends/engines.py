@@ -55,8 +55,10 @@ def resolve_engine(engine: str, *, kind: str, device: Any, dtype: str) -> str:
 
     Raises:
         ValueError: an unknown engine, or one that cannot run this family/device/dtype.
-        MissingExtraError: OpenVINO asked for but not installed.
+        MissingExtraError: OpenVINO asked for (or needed by ``dtype="int8"``) but not installed.
     """
+    if engine == "auto" and dtype == "int8":
+        engine = "openvino"  # the one engine that runs int8; an explicit dtype beats the environment's default
     if engine == "auto":
         engine = os.environ.get(ENGINE_ENV, "auto") or "auto"
     if engine not in ENGINES:
@@ -74,6 +76,8 @@ def resolve_engine(engine: str, *, kind: str, device: Any, dtype: str) -> str:
             raise ValueError(f"engine='openvino' runs on the CPU; got device={str(device)!r}")
         if not openvino_available():
             raise missing_extra("openvino", "fast")
+    if dtype == "int8" and engine != "openvino":
+        raise ValueError("dtype='int8' needs engine='openvino' (pip install 'rerank-plugins[fast]')")
     return engine
 
 
@@ -107,30 +111,50 @@ def build_runner(
 
 def _openvino_runner(model: Any, *, model_id: str, dtype: str, example: dict[str, torch.Tensor]) -> Runner:
     import openvino as ov
-    import torch
 
-    precision = {"bfloat16": "bf16", "float16": "f16"}.get(dtype, "f32")
+    from rerank_plugins.hardware import cpu_has_native_bf16
+
     key = f"{model_fingerprint(model_id)}-ov{ov.__version__.split('-')[0]}"
     folder = cache_root() / "openvino" / key
-    xml = folder / "model.xml"
     core = ov.Core()
+    xml = folder / "model.xml"
     if xml.is_file():
         logger.info("loading the cached OpenVINO model %s", folder)
         ov_model = core.read_model(xml)
     else:
         logger.info("converting %s to OpenVINO (cached for the next load in %s)", model_id, folder)
         ov_model = ov.convert_model(model, example_input=dict(example))
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        _save_atomically(ov, ov_model, folder)
+    if dtype != "int8":
+        precision = {"bfloat16": "bf16", "float16": "f16"}.get(dtype, "f32")
+        return _compiled_runner(core, ov_model, precision)
+    # int8: the layers NNCF leaves in floating point run in bf16 where the CPU has it.
+    precision = "bf16" if cpu_has_native_bf16() else "f32"
+    int8_folder = folder.with_name(f"{folder.name}-int8")
+    if (int8_folder / "model.xml").is_file():
+        logger.info("loading the cached int8 model %s", int8_folder)
+        return _compiled_runner(core, core.read_model(int8_folder / "model.xml"), precision)
+    return _CalibratingRunner(core, ov_model, int8_folder, precision)
+
+
+def _save_atomically(ov: Any, ov_model: Any, folder: Path) -> None:
+    """``ov.save_model`` into a temporary sibling, renamed to ``folder`` (another process's copy wins)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        ov.save_model(ov_model, tmp / "model.xml", compress_to_fp16=False)
         try:
-            ov.save_model(ov_model, tmp / "model.xml", compress_to_fp16=False)
-            try:
-                tmp.rename(folder)
-            except OSError:  # another process cached it first; theirs is as good
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
+            tmp.rename(folder)
+        except OSError:  # another process cached it first; theirs is as good
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _compiled_runner(core: Any, ov_model: Any, precision: str) -> Runner:
+    import torch
+
     compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
     names = [port.get_any_name() for port in compiled.inputs]
     request = compiled.create_infer_request()
@@ -140,3 +164,36 @@ def _openvino_runner(model: Any, *, model_id: str, dtype: str, example: dict[str
         return torch.from_numpy(result[compiled.output(0)].copy())
 
     return run
+
+
+class _CalibratingRunner:
+    """int8 by NNCF post-training quantisation, calibrated on the first batch the user scores.
+
+    The first call's batch (the longest rows of the user's own pairs) is the
+    calibration set; the quantised model is cached on disk, so later loads use
+    it directly. Called under the backend's lock, so it quantises once.
+    """
+
+    def __init__(self, core: Any, ov_model: Any, folder: Path, precision: str) -> None:
+        self.core, self.ov_model, self.folder, self.precision = core, ov_model, folder, precision
+        self.names = [port.get_any_name() for port in ov_model.inputs]
+        self.run: Runner | None = None
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.run is None:
+            try:
+                import nncf
+            except ImportError as exc:
+                raise missing_extra("nncf", "fast", exc) from None
+            import openvino as ov
+
+            logger.info(
+                "calibrating int8 on this call's %d pairs (cached in %s)", len(inputs["input_ids"]), self.folder
+            )
+            sample = {name: inputs[name].numpy() for name in self.names}
+            quantized = nncf.quantize(
+                self.ov_model, nncf.Dataset([sample]), model_type=nncf.ModelType.TRANSFORMER, subset_size=1
+            )
+            _save_atomically(ov, quantized, self.folder)
+            self.run = _compiled_runner(self.core, quantized, self.precision)
+        return self.run(inputs)

@@ -155,4 +155,4 @@ def torch_dtype_for_engine(dtype: str, engine: str) -> Any:
     """The torch dtype to load weights in: float32 for exported engines (they pick their own precision)."""
     import torch
 
-    return torch.float32 if engine != "torch" else getattr(torch, dtype)
+    return torch.float32 if engine != "torch" or dtype == "int8" else getattr(torch, dtype)

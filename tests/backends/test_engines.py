@@ -76,8 +76,33 @@ def test_engine_resolution(monkeypatch):
         resolve_engine("openvino", kind="llm-yes", device=cpu, dtype="float32")
     with pytest.raises(ValueError, match="runs on the CPU"):
         resolve_engine("openvino", kind="cross-encoder", device=torch.device("cuda"), dtype="float32")
+    with pytest.raises(ValueError, match="needs engine='openvino'"):
+        resolve_engine("torch", kind="cross-encoder", device=cpu, dtype="int8")
     monkeypatch.setattr(engines, "openvino_available", lambda: False)
     monkeypatch.delenv("RERANK_PLUGINS_ENGINE")
     assert resolve_engine("auto", kind="cross-encoder", device=cpu, dtype="bfloat16") == "torch"
     with pytest.raises(MissingExtraError, match=r"rerank-plugins\[fast\]"):
         resolve_engine("openvino", kind="cross-encoder", device=cpu, dtype="float32")
+
+
+def test_int8_is_calibrated_on_the_first_batch_and_cached(tiny_xlmr, cache_dir, monkeypatch):
+    pytest.importorskip("nncf", reason="the 'fast' extra (nncf) is not installed")
+    from rerank_plugins import clear_model_cache
+
+    docs = DOCS * 6
+    ref = np.array(Reranker(tiny_xlmr, normalize="none", dtype="float32", engine="torch").score(QUERY, docs))
+    int8 = Reranker(tiny_xlmr, normalize="none", dtype="int8")
+    assert int8.engine == "openvino" and int8.dtype == "int8"
+    got = np.array(int8.score(QUERY, docs))
+    assert np.abs(got - ref).max() < 0.25 * max(np.ptp(ref), 1e-3) + 0.05
+    assert np.corrcoef(got, ref)[0, 1] > 0.9
+    assert len(list((cache_dir / "openvino").glob("*-int8/model.xml"))) == 1
+    clear_model_cache()
+    import nncf
+
+    def no_quantize(*args, **kwargs):
+        raise AssertionError("quantised again despite the cache")
+
+    monkeypatch.setattr(nncf, "quantize", no_quantize)
+    again = np.array(Reranker(tiny_xlmr, normalize="none", dtype="int8").score(QUERY, docs))
+    np.testing.assert_allclose(again, got, atol=1e-5)
