@@ -144,9 +144,9 @@ class RemoteBackend:
         try:
             response = self._send_sync("GET", "/info", None)
         except RemoteError as exc:
-            if exc.status is None or exc.status in (401, 403):  # fail now, like a model that cannot load
-                raise ModelLoadError(f"could not reach the remote reranker {self.url!r}: {exc}") from None
-            response = None
+            if exc.status not in (404, 405, 501):  # unreachable, refused, not ready: fail like a model that cannot load
+                raise ModelLoadError(f"could not use the remote reranker {self.url!r}: {exc}") from None
+            response = None  # no /info: not text-embeddings-inference
         except httpx.HTTPError as exc:
             raise ModelLoadError(f"could not reach the remote reranker {self.url!r}: {exc}") from None
         info: dict[str, Any] = {}

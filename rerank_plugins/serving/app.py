@@ -81,6 +81,10 @@ class ServeSettings:
             raise ValueError(f"ServeSettings.api_key_env must be a variable name or None, got {self.api_key_env!r}")
 
 
+def _is_type_tag(part: object) -> bool:
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "list", "dict") or part[:1].isupper())
+
+
 class _ApiError(Exception):
     def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -150,6 +154,7 @@ class _Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.queue_depth = prom.Gauge("rerank_queue_depth", "requests waiting to be scored", registry=r)
+        self.in_flight = prom.Gauge("rerank_in_flight", "HTTP requests being handled", registry=r)
         self.batch_pairs = prom.Histogram(
             "rerank_batch_pairs", "pairs per call of the scoring loop", registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
@@ -259,7 +264,8 @@ def create_app(reranker: "Reranker | Callable[[], Reranker]", *, settings: Serve
     async def validation_error(request: fastapi.Request, exc: RequestValidationError) -> Any:
         problems = []
         for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            # Drop "body" and the union-member tags pydantic puts in a location ("str", "CohereDocument").
+            loc = [str(p) for p in err.get("loc", ()) if p != "body" and not _is_type_tag(p)]
             field = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "body"
             problems.append(f"{field}: {err.get('msg', 'invalid')}")
         return error_response(422, "; ".join(problems[:5]) or "invalid request", "validation")
@@ -276,7 +282,11 @@ def create_app(reranker: "Reranker | Callable[[], Reranker]", *, settings: Serve
     @app.middleware("http")
     async def observe(request: fastapi.Request, call_next: Callable[..., Any]) -> Any:
         start = time.perf_counter()
-        response = await call_next(request)
+        metrics.in_flight.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            metrics.in_flight.dec()
         path = request.url.path if request.url.path in known_paths else "other"
         metrics.requests.labels(path=path, status=str(response.status_code)).inc()
         metrics.latency.labels(path=path).observe(time.perf_counter() - start)
