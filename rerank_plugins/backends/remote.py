@@ -132,7 +132,8 @@ class RemoteBackend:
         self.chunk_size = batch_size
         self.api = self._probe(api)
         self.endpoint = self._path or _DEFAULT_PATH[self.api]
-        self.model_id: str = str(self.info.get("model_id") or url)
+        self.model_id = url  # Reranker(model_id) reaches the same server again
+        self.served_model: str | None = self.info.get("model_id") or self._model_name
         logger.info("remote reranker %s: api=%s endpoint=%s chunk=%d", url, self.api, self.endpoint, self.chunk_size)
 
     # ------------------------------------------------------------------ discovery
