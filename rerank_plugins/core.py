@@ -211,7 +211,9 @@ class Reranker:
 
         if not _is_url(model):
             raise ValueError(f"kind='remote' needs an http:// or https:// URL, got {model!r}")
-        for name, value, default in (("device", device, "auto"), ("dtype", dtype, None), ("max_length", max_length, None)):
+        for name, value, default in (
+            ("device", device, "auto"), ("dtype", dtype, None), ("max_length", max_length, None)
+        ):
             if value != default:
                 raise ValueError(f"{name}= does not apply to kind='remote': the server decides it; got {value!r}")
         if any(v is not None for v in extra):
@@ -474,7 +476,10 @@ class Reranker:
 
     def __repr__(self) -> str:
         if self.kind == _REMOTE:
-            return f"Reranker(model={self.model_id!r}, kind='remote', api={self._backend.api!r}, normalize={self.normalize!r})"
+            return (
+                f"Reranker(model={self.model_id!r}, kind='remote', api={self._backend.api!r}, "
+                f"normalize={self.normalize!r})"
+            )
         return (
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
             f"batch_size={self.batch_size}, max_length={self.max_length}, "

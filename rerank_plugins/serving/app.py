@@ -100,7 +100,7 @@ class _State:
     def __init__(self, settings: ServeSettings, metrics: "_Metrics") -> None:
         self.settings = settings
         self.metrics = metrics
-        self.reranker: "Reranker | None" = None
+        self.reranker: Reranker | None = None
         self.queue: Any = None
         self.load_error: str | None = None
         self._tokenizer: Any = None
@@ -217,7 +217,7 @@ def create_app(reranker: "Reranker | Callable[[], Reranker]", *, settings: Serve
             raise ValueError(f"the API key variable {settings.api_key_env} is unset or empty")
     metrics = _Metrics()
     state = _State(settings, metrics)
-    loader: "Callable[[], Reranker] | None" = None
+    loader: Callable[[], Reranker] | None = None
     if callable(reranker) and not hasattr(reranker, "rerank_many"):
         loader = reranker
     retry = {"Retry-After": str(settings.retry_after_s)}
