@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 import traceback
@@ -363,7 +364,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                             access_log=args.verbose, timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     print(f"{PROG}: serving {args.model} on http://{args.host}:{args.port} (loading the model)", file=sys.stderr)
-    server.run()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found:
+    # a handler of ours makes that a clean exit (status 0) instead of death by signal.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     error = app.state.rerank.load_error
     if error is not None:
         raise CLIError(f"--model: {error}")

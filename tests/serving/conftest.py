@@ -83,7 +83,10 @@ class ServeProcess:
         self.url = f"http://{HOST}:{self.port}"
         cmd = [sys.executable, "-m", "rerank_plugins.cli", "serve", "--model", str(model),
                "--host", HOST, "--port", str(self.port), *extra]
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})}
+        # One torch thread: on a few shared cores, OpenMP threads spinning against other processes
+        # made the tiny model ~10x slower (measured); the server's concurrency is the queue's, not torch's.
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                    **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.health_statuses: list[int] = []
