@@ -14,7 +14,7 @@ Example:
 from rerank_plugins.backends.base import KINDS, clear_model_cache
 from rerank_plugins.backends.llm_yes import TEMPLATES
 from rerank_plugins.core import NORMALIZATIONS, Reranker, Result
-from rerank_plugins.errors import MissingExtraError, ModelLoadError
+from rerank_plugins.errors import MissingExtraError, ModelLoadError, RemoteError
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "NORMALIZATIONS",
     "MissingExtraError",
     "ModelLoadError",
+    "RemoteError",
     "Reranker",
     "Result",
     "TEMPLATES",

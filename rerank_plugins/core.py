@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from rerank_plugins._validation import check_documents, check_query, check_score_threshold, check_top_n
 from rerank_plugins.backends.base import (
@@ -45,6 +45,11 @@ OVERFLOWS: tuple[str, ...] = ("window", "truncate")
 # Tokens shared by consecutive windows (measured: benchmarks/bench_long_passages.py).
 DEFAULT_STRIDE = 64
 DEFAULT_MAX_WINDOWS = 32
+_REMOTE = "remote"
+
+
+def _is_url(model: Any) -> bool:
+    return isinstance(model, str) and model.lower().startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,12 @@ class _Scored:
     windows: list[int]
     spans: list[tuple[int, int]]
     truncated: list[bool]
+
+    @classmethod
+    def whole(cls, logits: np.ndarray, documents: Sequence[str]) -> _Scored:
+        """Logits scored elsewhere (a server): one window per document, spanning it."""
+        n = len(documents)
+        return cls(logits, [1] * n, [(0, len(d)) for d in documents], [False] * n)
 
 
 def select_results(
@@ -172,8 +183,11 @@ class Reranker:
 
     Args:
         model: a local model directory or a Hugging Face hub name.
-        kind: ``"auto"`` (decide from the model's files), ``"cross-encoder"``,
-            ``"sequence-classification"`` or ``"llm-yes"``.
+        kind: ``"auto"`` (decide from the model's files; an ``http(s)://`` URL is
+            ``"remote"``), ``"cross-encoder"``, ``"sequence-classification"``,
+            ``"llm-yes"`` or ``"remote"`` (a reranking server: this package's
+            ``rerank-plugins serve``, text-embeddings-inference, Infinity, vLLM or a
+            Cohere-compatible API; see :class:`~rerank_plugins.backends.remote.RemoteBackend`).
         normalize: ``"sigmoid"`` (default; a score in [0, 1], as
             sentence-transformers' ``Sigmoid`` activation and bge's
             ``normalize=True``), ``"none"`` (the raw logit) or ``"softmax"``
@@ -213,6 +227,9 @@ class Reranker:
         prompt: the bge-gemma template only: the instruction after the pair.
         query_prefix: the bge-gemma template only: text before the query (default ``"A: "``).
         passage_prefix: the bge-gemma template only: text before the passage (default ``"B: "``).
+        api: remote only: ``"auto"`` (ask the server's ``/info``), ``"tei"`` or ``"cohere"``.
+        api_key: remote only: sent as ``Authorization: Bearer ...``.
+        timeout: remote only: seconds per HTTP request (default 60).
 
     Example:
         >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2")  # doctest: +SKIP
@@ -241,6 +258,9 @@ class Reranker:
         prompt: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
+        api: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
@@ -256,8 +276,8 @@ class Reranker:
             raise ValueError(f"max_windows must be a positive int, got {max_windows!r}")
         if max_length is not None and not _positive_int(max_length):
             raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
-        if kind != "auto" and kind not in KINDS:
-            raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
+        if kind != "auto" and kind not in (*KINDS, _REMOTE):
+            raise ValueError(f"kind must be 'auto' or one of: {', '.join((*KINDS, _REMOTE))}; got {kind!r}")
         for name, value in (
             ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix),
             ("instruction", instruction),
@@ -269,6 +289,26 @@ class Reranker:
         if template != "auto" and template not in TEMPLATES:
             raise ValueError(f"template must be 'auto' or one of: {', '.join(TEMPLATES)}; got {template!r}")
 
+        self.max_batch_tokens = max_batch_tokens
+        self.overflow = overflow
+        self.stride = stride
+        self.max_windows = max_windows
+        # Lowered (and kept) when a batch runs out of memory.
+        self._token_budget = max_batch_tokens
+        # ---- remote kind (a reranking server): kept apart from the local-model path below.
+        if kind == _REMOTE or (kind == "auto" and _is_url(model)):
+            self._init_remote(
+                model, normalize=normalize, batch_size=batch_size,
+                local={"max_length": max_length, "device": device, "dtype": dtype, "engine": engine,
+                       "template": template, "instruction": instruction, "prompt": prompt,
+                       "query_prefix": query_prefix, "passage_prefix": passage_prefix},
+                api=api, api_key=api_key, timeout=timeout,
+            )
+            return
+        for name, value in (("api", api), ("api_key", api_key), ("timeout", timeout)):
+            if value is not None:
+                raise ValueError(f"{name}= applies to kind='remote' (an http(s):// server) only; got {name}={value!r}")
+        # ---- a local model.
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
         self.kind = detect_kind(self.model_id) if kind == "auto" else kind
@@ -283,12 +323,6 @@ class Reranker:
             )
         self.normalize: Normalize = normalize
         self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens
-        self.overflow = overflow
-        self.stride = stride
-        self.max_windows = max_windows
-        # Lowered (and kept) when a batch runs out of memory.
-        self._token_budget = max_batch_tokens
         self._backend: Backend = load_backend(self.model_id, self.kind, self.device, self.dtype, engine)
         self.engine: str = self._backend.engine
         logger.info("%s runs in %s on %s (engine %s)", self.model_id, self.dtype, self.device, self.engine)
@@ -314,6 +348,38 @@ class Reranker:
         ))
         # The LLM prompt template in use ("bge-gemma", "qwen3"); None for the other families.
         self.template: str | None = self._options.template
+
+    _LOCAL_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "max_length": None, "device": "auto", "dtype": "auto", "engine": "auto", "template": "auto",
+        "instruction": None, "prompt": None, "query_prefix": None, "passage_prefix": None,
+    }
+
+    def _init_remote(
+        self, model: Any, *, normalize: Normalize, batch_size: int | None, local: dict[str, Any],
+        api: str | None, api_key: str | None, timeout: float | None,
+    ) -> None:
+        """A reranking server behind the same front doors; never loaded through the model cache."""
+        from rerank_plugins.backends.remote import RemoteBackend
+
+        if not _is_url(model):
+            raise ValueError(f"kind='remote' needs an http:// or https:// URL, got {model!r}")
+        for name, value in local.items():
+            if value != self._LOCAL_DEFAULTS[name]:
+                raise ValueError(f"{name}= does not apply to kind='remote': the server decides it; got {value!r}")
+        self._backend = RemoteBackend(  # type: ignore[assignment]
+            str(model), api="auto" if api is None else api, api_key=api_key,
+            timeout=60.0 if timeout is None else timeout, batch_size=batch_size,
+        )
+        self.model_id = self._backend.model_id
+        self.kind = _REMOTE
+        self.device = None
+        self.dtype = "remote"
+        self.engine = "remote"
+        self.template = None
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.max_length = self._backend.max_length or _FALLBACK_MAX_LENGTH
+        self._options = ScoringOptions(max_length=self.max_length)
 
     # ------------------------------------------------------------------ front doors
 
@@ -400,15 +466,29 @@ class Reranker:
         """:meth:`rerank` run in a worker thread, so the event loop stays free.
 
         Safe under many concurrent calls: the shared model is used under its lock.
+        A remote reranker awaits the server natively (no thread).
         """
         import asyncio
 
+        if self.kind == _REMOTE:
+            query = check_query(query)
+            documents = check_documents(documents)
+            top_n = check_top_n(top_n)
+            score_threshold = self.check_score_threshold(score_threshold)
+            logits = await self._backend.ascore_pairs([query] * len(documents), documents)
+            scored = _Scored.whole(logits, documents)
+            return self._ranked(scored, documents, [(0, len(documents))], top_n, score_threshold)[0]
         return await asyncio.to_thread(self.rerank, query, documents, top_n, score_threshold=score_threshold)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
-        """:meth:`score` run in a worker thread, so the event loop stays free."""
+        """:meth:`score` run in a worker thread (remote: awaited natively), so the event loop stays free."""
         import asyncio
 
+        if self.kind == _REMOTE:
+            query = check_query(query)
+            documents = check_documents(documents)
+            logits = await self._backend.ascore_pairs([query] * len(documents), documents)
+            return self._normalize(logits).tolist()
         return await asyncio.to_thread(self.score, query, documents)
 
     def check_score_threshold(self, value: Any) -> float | None:
@@ -475,6 +555,17 @@ class Reranker:
         top_n = check_top_n(top_n)
         score_threshold = self.check_score_threshold(score_threshold)
         scored = self._score(queries, documents, show_progress=show_progress)
+        return self._ranked(scored, documents, bounds, top_n, score_threshold)
+
+    def _ranked(
+        self,
+        scored: _Scored,
+        documents: list[str],
+        bounds: list[tuple[int, int]],
+        top_n: int | None,
+        score_threshold: float | None,
+    ) -> list[list[Result]]:
+        """One sorted, cut result list per ``(start, end)`` bound of the scored pairs."""
         logits = scored.logits
         ranked: list[list[Result]] = []
         for a, b in bounds:
@@ -495,6 +586,8 @@ class Reranker:
         import numpy as np
 
         n = len(documents)
+        if self.kind == _REMOTE:  # the server tokenises, batches and windows; see backends/remote.py
+            return _Scored.whole(self._backend.score_pairs(queries, documents), documents)
         if n == 0:
             return _Scored(np.empty(0, dtype=np.float32), [], [], [])
         backend = self._backend
@@ -643,6 +736,11 @@ class Reranker:
         return torch.softmax(tensor, dim=0).numpy()
 
     def __repr__(self) -> str:
+        if self.kind == _REMOTE:
+            return (
+                f"Reranker(model={self.model_id!r}, kind='remote', api={self._backend.api!r}, "
+                f"normalize={self.normalize!r})"
+            )
         return (
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
             f"batch_size={self.batch_size}, max_batch_tokens={self.max_batch_tokens}, max_length={self.max_length}, "

@@ -1,1 +1,1 @@
-"""One module per reranker family, each implementing ``Backend.score_batch``."""
+"""One module per reranker family (or transport), each implementing ``Backend.encode`` and ``Backend.forward``."""

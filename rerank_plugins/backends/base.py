@@ -1,10 +1,11 @@
 """The backend contract, model loading, kind detection and the shared-model cache.
 
-A backend is one loaded model of one reranker family. It implements a single
-scoring hook, :meth:`Backend.score_batch`, which turns a batch of
-(query, document) pairs into one raw logit per pair. Everything else (length
-sorting, batching, order restoration, truncation accounting, normalisation,
-top-n) lives once in :mod:`rerank_plugins.core`.
+A backend is one loaded model of one reranker family. It implements two hooks:
+:meth:`Backend.encode` tokenises each (query, document) pair once, split around
+the document's tokens, and :meth:`Backend.forward` turns a batch of ready rows
+into one raw logit per row. Everything else (truncation, windowing, length
+sorting, token-budget batching, memory backoff, order restoration,
+normalisation, top-n) lives once in :mod:`rerank_plugins.core`.
 """
 
 from __future__ import annotations

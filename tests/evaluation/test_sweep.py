@@ -109,14 +109,18 @@ def test_each_swept_k_equals_an_independent_run_with_that_retrieve_k(dataset, en
 def test_the_sweep_scores_each_pair_exactly_once(dataset, encoder, index, reranker, monkeypatch):
     batches: list[int] = []
     model_pairs: Counter[tuple[str, str]] = Counter()
-    score_batch = reranker.backend.score_batch
+    encode, forward = reranker.backend.encode, reranker.backend.forward
 
-    def counting_score_batch(queries, documents, options):
-        batches.append(len(queries))
+    def counting_encode(queries, documents, options):
         model_pairs.update(zip(queries, documents, strict=True))
-        return score_batch(queries, documents, options)
+        return encode(queries, documents, options)
 
-    monkeypatch.setattr(reranker.backend, "score_batch", counting_score_batch)
+    def counting_forward(rows, options):
+        batches.append(len(rows))
+        return forward(rows, options)
+
+    monkeypatch.setattr(reranker.backend, "encode", counting_encode)
+    monkeypatch.setattr(reranker.backend, "forward", counting_forward)
     counting = CountingReranker(reranker)
     report = evaluate(dataset, counting, encoder, sweep=SWEEP, rerank_k=10, index=index)
 
