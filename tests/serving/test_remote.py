@@ -204,11 +204,6 @@ def test_remote_only_options_are_refused_for_local_models(tiny_cross_encoder, kw
         Reranker(tiny_cross_encoder, **kwargs)
 
 
-def test_max_batch_tokens_is_stored(tiny_cross_encoder):
-    assert Reranker(tiny_cross_encoder, max_batch_tokens=4096).max_batch_tokens == 4096
-    assert Reranker(tiny_cross_encoder).max_batch_tokens is None
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -216,7 +211,7 @@ def test_max_batch_tokens_is_stored(tiny_cross_encoder):
         ({"max_length": 64}, "max_length= does not apply"),
         ({"api": "grpc"}, "api must be one of"),
         ({"timeout": 0}, "timeout must be a positive number"),
-        ({"prompt": "p"}, "apply to kind='llm-yes' only"),
+        ({"prompt": "p"}, "prompt= does not apply to kind='remote'"),
     ],
 )
 def test_remote_options_are_validated(server_url, kwargs, match):
