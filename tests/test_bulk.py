@@ -20,13 +20,15 @@ ROWS = [
     {"id": "a", "query": "What is the capital of France?", "documents": [
         "Paris is the capital and most populous city of France.", "Water boils at one hundred degrees Celsius.",
         "The quick brown fox jumps over the lazy dog near the river bank."], "lang": "en"},
-    {"id": 7, "query": "한국의 수도는?", "documents": ["서울은 대한민국의 수도이며 가장 큰 도시이다.", "제주도는 화산섬으로 한라산이 있다."]},
+    {"id": 7, "query": "한국의 수도는?",
+     "documents": ["서울은 대한민국의 수도이며 가장 큰 도시이다.", "제주도는 화산섬으로 한라산이 있다."]},
     {"query": "no id and no documents", "documents": []},
     {"id": "d", "query": "photosynthesis", "documents": [
         "Photosynthesis converts light energy into chemical energy in plants. " * 30, "A cross-encoder reads.",
         "Neural networks learn representations.", "The Amazon rainforest covers much of the basin.",
         "Reranking reorders retrieved passages."], "meta": {"source": "x", "n": 3}},
-    {"id": "e", "query": "oil crisis 1973", "documents": ["The oil crisis of 1973 began when OPEC proclaimed an embargo."]},
+    {"id": "e", "query": "oil crisis 1973",
+     "documents": ["The oil crisis of 1973 began when OPEC proclaimed an embargo."]},
 ]
 
 
@@ -108,7 +110,8 @@ def test_jsonl_to_parquet_and_parquet_to_jsonl(tmp_path, reranker):
     string_ids = [dict(r, id=str(r["id"])) if "id" in r else r for r in ROWS]
     rerank_file(write_jsonl(tmp_path / "in.jsonl", string_ids), tmp_path / "mid.parquet", reranker, chunk_rows=10)
     mid = pq.read_table(tmp_path / "mid.parquet").to_pylist()
-    assert [r["scores"] for r in mid] == pytest.approx(ref, abs=1e-5)
+    for row, expected in zip(mid, ref, strict=True):
+        assert row["scores"] == pytest.approx(expected, abs=1e-5)
     assert mid[3]["meta"] == {"source": "x", "n": 3}
 
     rows = [{"id": i, "query": r["query"], "documents": r["documents"]} for i, r in enumerate(ROWS)]
