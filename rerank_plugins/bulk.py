@@ -316,17 +316,20 @@ class _Sink:
             table = chunk.table
         else:
             rows = chunk.rows
+            # Every field any row has (Table.from_pylist would keep only the first row's keys).
+            keys = list(dict.fromkeys(key for row in rows for key in row))
             if self._input_schema is not None:
-                known = set(self._input_schema.names)
-                for row in rows:
-                    extra = [key for key in row if key not in known]
-                    if extra:
-                        raise DataFormatError(
-                            f"field {extra[0]!r} first appears after the first chunk of rows; a Parquet output "
-                            "has one schema, so write JSONL instead (or give every row the same fields)"
-                        )
+                extra = [key for key in keys if key not in set(self._input_schema.names)]
+                if extra:
+                    raise DataFormatError(
+                        f"field {extra[0]!r} first appears after the first chunk of rows; a Parquet output "
+                        "has one schema, so write JSONL instead (or give every row the same fields)"
+                    )
+                keys = self._input_schema.names
             try:
-                table = pa.Table.from_pylist(rows, schema=self._input_schema)
+                table = pa.Table.from_pydict(
+                    {key: [row.get(key) for row in rows] for key in keys}, schema=self._input_schema
+                )
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise DataFormatError(
                     f"rows {self.rows + 1} to {self.rows + len(rows)} do not fit one Parquet schema ({exc}); "
