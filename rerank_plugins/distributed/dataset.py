@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,22 +169,26 @@ def rerank_dataset(
         if name in (query_column, documents_column):
             raise ValueError(f"output column {name!r} would overwrite an input column")
 
-    return ds.map_batches(
-        RerankBatches,
-        fn_constructor_kwargs={
-            "model": model,
-            "reranker_options": {**reranker_options, "batch_size": reranker_batch_size},
-            "query_column": query_column,
-            "documents_column": documents_column,
-            "scores_column": scores_column,
-            "ranking_column": ranking_column,
-            "top_n": top_n,
-        },
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_restarts,
-    )
+    with warnings.catch_warnings():
+        # Ray Data warns that remote args given as keywords are deprecated, yet offers no other way to
+        # bound actor restarts and task retries (its own default is unlimited).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return ds.map_batches(
+            RerankBatches,
+            fn_constructor_kwargs={
+                "model": model,
+                "reranker_options": {**reranker_options, "batch_size": reranker_batch_size},
+                "query_column": query_column,
+                "documents_column": documents_column,
+                "scores_column": scores_column,
+                "ranking_column": ranking_column,
+                "top_n": top_n,
+            },
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
+        )
