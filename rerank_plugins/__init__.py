@@ -13,7 +13,7 @@ Example:
 
 from rerank_plugins.backends.base import KINDS, clear_model_cache
 from rerank_plugins.core import NORMALIZATIONS, Reranker, Result
-from rerank_plugins.errors import MissingExtraError, ModelLoadError
+from rerank_plugins.errors import MissingExtraError, ModelLoadError, RemoteError
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "NORMALIZATIONS",
     "MissingExtraError",
     "ModelLoadError",
+    "RemoteError",
     "Reranker",
     "Result",
     "__version__",

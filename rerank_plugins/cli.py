@@ -1,4 +1,4 @@
-"""The ``rerank-plugins`` command: ``eval`` (two-stage retrieval measurement), ``score`` and ``bulk``.
+"""The ``rerank-plugins`` command: ``eval`` (two-stage retrieval measurement), ``score``, ``serve`` and ``bulk``.
 
 Examples:
     rerank-plugins eval --data examples/data/squad_sample.json --queries 50 --seed 0 \\
@@ -7,6 +7,7 @@ Examples:
     rerank-plugins score --reranker ./ms-marco-MiniLM-L-12-v2 --query "capital of France?" \\
         "Paris is the capital of France." "Berlin is in Germany."
     printf 'passage one\\npassage two\\n' | rerank-plugins score --reranker ./model --query "q"
+    rerank-plugins serve --model ./ms-marco-MiniLM-L-12-v2 --port 8080
     rerank-plugins bulk --input rows.jsonl --output scored.parquet --reranker ./model --top-n 10
     rerank-plugins bulk --input rows.parquet --output scored.parquet --reranker ./model --ray auto --concurrency 8
 
@@ -36,7 +37,7 @@ __all__ = ["DEFAULT_RERANKER", "build_parser", "main"]
 
 PROG = "rerank-plugins"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-12-v2"
-KIND_CHOICES = ("auto", *KINDS)
+KIND_CHOICES = ("auto", *KINDS, "remote")
 
 logger = logging.getLogger("rerank_plugins.cli")
 
@@ -124,12 +125,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reranker", metavar="MODEL", default=DEFAULT_RERANKER,
-        help="the reranker: a local model directory or a Hugging Face hub name (a hub name needs "
-             "network access the first time; offline, pass a local directory; default: %(default)s)",
+        help="the reranker: a local model directory, a Hugging Face hub name (a hub name needs "
+             "network access the first time; offline, pass a local directory), or the http(s):// URL "
+             "of a reranking server (default: %(default)s)",
     )
     p.add_argument(
         "--kind", choices=KIND_CHOICES, default="auto",
-        help="reranker family; 'auto' (the default) decides from the model's config files",
+        help="reranker family; 'auto' (the default) decides from the model's config files "
+             "('remote' for an http(s):// URL)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                    help="(query, passage) pairs per reranker forward pass (default: %(default)s)")
@@ -152,15 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Rerank passages with cross-encoder-style models, and measure whether a\n"
                     "reranking second stage pays off on your data.",
-        epilog="Run 'rerank-plugins eval --help', 'rerank-plugins score --help' or 'rerank-plugins bulk --help' for "
-               "each command's "
+        epilog="Run 'rerank-plugins COMMAND --help' (eval, score, serve, bulk) for each command's "
                "flags. Exit status: 0 ok, 1 data or model error, 2 invalid arguments, 130 interrupted.",
         formatter_class=_Formatter,
     )
     from rerank_plugins import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{eval,score,bulk}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{eval,score,serve,bulk}", required=True)
 
     ev = sub.add_parser(
         "eval", formatter_class=_Formatter,
@@ -239,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep only the N best results (implies --sort)")
     _add_model_options(sc)
     sc.set_defaults(handler=_cmd_score)
+    _add_serve_parser(sub)
 
     bk = sub.add_parser(
         "bulk", formatter_class=_Formatter,
@@ -282,6 +285,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_serve_parser(sub: Any) -> None:
+    from rerank_plugins.serving.app import ServeSettings
+
+    d = ServeSettings()
+    sv = sub.add_parser(
+        "serve", formatter_class=_Formatter,
+        help="serve a reranker over HTTP (text-embeddings-inference and Cohere compatible)",
+        description=(
+            "Serve --model over HTTP with FastAPI and uvicorn (extra 'serve'):\n"
+            "  POST /rerank      text-embeddings-inference: {query, texts, raw_scores?, return_text?, truncate?}\n"
+            "  POST /v1/rerank   Cohere/Jina/vLLM: {query, documents, top_n?, return_documents?}\n"
+            "  GET  /health /info /metrics\n"
+            "Concurrent requests share forward passes: a request waits at most --max-wait-ms for\n"
+            "others to join its batch. A full queue answers 503 with Retry-After; a request over a\n"
+            "limit answers 413; SIGTERM finishes the requests in flight, then exits."
+        ),
+        epilog="Example: rerank-plugins serve --model ./ms-marco-MiniLM-L-12-v2 --port 8080",
+    )
+    sv.add_argument("--model", required=True, metavar="MODEL",
+                    help="the reranker: a local model directory or a hub name (required)")
+    sv.add_argument("--kind", choices=("auto", *KINDS), default="auto",
+                    help="reranker family; 'auto' (the default) decides from the model's config files")
+    sv.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: float32)")
+    sv.add_argument("--device", default="auto", help="torch device (default: %(default)s)")
+    sv.add_argument("--normalize", choices=NORMALIZATIONS, default="sigmoid",
+                    help="the scores of /v1/rerank and of /rerank without raw_scores (default: %(default)s)")
+    sv.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                    help="pairs per forward pass (default: %(default)s)")
+    sv.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
+                    help="truncation length in tokens (default: the model's own)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sv.add_argument("--port", type=_int, default=8080, help="port (default: %(default)s)")
+    sv.add_argument("--max-batch-tokens", type=_positive_int, default=None, metavar="N",
+                    help="token budget per forward pass, passed to the Reranker (default: none)")
+    sv.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, metavar="M",
+                    help="how long a request may wait for others to share its batch (default: %(default)s)")
+    sv.add_argument("--max-batch-pairs", type=_positive_int, default=d.max_batch_pairs, metavar="P",
+                    help="pairs gathered from concurrent requests per scoring call (default: %(default)s)")
+    sv.add_argument("--max-queue", type=_positive_int, default=d.max_queue, metavar="Q",
+                    help="requests waiting to be scored before new ones get 503 (default: %(default)s)")
+    sv.add_argument("--max-documents", type=_positive_int, default=d.max_documents, metavar="D",
+                    help="documents per request (default: %(default)s)")
+    sv.add_argument("--max-document-chars", type=_positive_int, default=d.max_document_chars, metavar="C",
+                    help="characters per document (default: %(default)s)")
+    sv.add_argument("--max-total-chars", type=_positive_int, default=d.max_total_chars, metavar="C",
+                    help="characters per request (default: %(default)s)")
+    sv.add_argument("--no-batching", action="store_true",
+                    help="score requests one at a time (for comparison)")
+    sv.add_argument("--api-key-env", metavar="VAR", default=None,
+                    help="require 'Authorization: Bearer <key>', the key read from this environment variable")
+    sv.add_argument("-v", "--verbose", action="store_true", help="log requests and each stage to stderr")
+    sv.set_defaults(handler=_cmd_serve)
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -305,6 +362,54 @@ def _load_reranker(args: argparse.Namespace, normalize: str = "sigmoid") -> tupl
     seconds = time.perf_counter() - start
     logger.info("loaded reranker %r in %.2f s", reranker, seconds)
     return reranker, seconds
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from rerank_plugins.serving import ServeSettings, create_app
+    except ImportError as exc:
+        from rerank_plugins.errors import missing_extra
+
+        raise missing_extra(exc.name or "fastapi", "serve", exc) from None
+    from rerank_plugins import Reranker
+    from rerank_plugins.backends.base import resolve_model_id
+
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}", code=2)
+    try:
+        settings = ServeSettings(
+            max_documents=args.max_documents, max_document_chars=args.max_document_chars,
+            max_total_chars=args.max_total_chars, max_queue=args.max_queue, max_wait_ms=args.max_wait_ms,
+            max_batch_pairs=args.max_batch_pairs, batching=not args.no_batching, api_key_env=args.api_key_env,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc).replace("ServeSettings.", "--").replace("_", "-"), code=2) from None
+    resolve_model_id(args.model)  # a missing directory fails now, before the port opens
+    server: Any = None
+
+    def load() -> Any:
+        try:
+            return Reranker(
+                args.model, kind=args.kind, normalize=args.normalize, batch_size=args.batch_size,
+                max_length=args.max_length, device=args.device, dtype=args.dtype,
+                max_batch_tokens=args.max_batch_tokens,
+            )
+        except BaseException:
+            server.should_exit = True  # a server that cannot score exits (status 1) instead of idling
+            raise
+
+    app = create_app(load, settings=settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                            access_log=args.verbose, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    print(f"{PROG}: serving {args.model} on http://{args.host}:{args.port} (loading the model)", file=sys.stderr)
+    server.run()
+    error = app.state.rerank.load_error
+    if error is not None:
+        raise CLIError(f"--model: {error}")
+    return 0
 
 
 def _check_output(flag: str, value: str | None) -> Path | None:

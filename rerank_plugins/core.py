@@ -33,6 +33,11 @@ Normalize = Literal["none", "sigmoid", "softmax"]
 NORMALIZATIONS: tuple[str, ...] = ("none", "sigmoid", "softmax")
 # Used only when a model states no length limit at all.
 _FALLBACK_MAX_LENGTH = 512
+_REMOTE = "remote"
+
+
+def _is_url(model: Any) -> bool:
+    return isinstance(model, str) and model.lower().startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +87,11 @@ class Reranker:
 
     Args:
         model: a local model directory or a Hugging Face hub name.
-        kind: ``"auto"`` (decide from the model's files), ``"cross-encoder"``,
-            ``"sequence-classification"`` or ``"llm-yes"``.
+        kind: ``"auto"`` (decide from the model's files; an ``http(s)://`` URL is
+            ``"remote"``), ``"cross-encoder"``, ``"sequence-classification"``,
+            ``"llm-yes"`` or ``"remote"`` (a reranking server: this package's
+            ``rerank-plugins serve``, text-embeddings-inference, Infinity, vLLM or a
+            Cohere-compatible API; see :class:`~rerank_plugins.backends.remote.RemoteBackend`).
         normalize: ``"sigmoid"`` (default; a score in [0, 1], as
             sentence-transformers' ``Sigmoid`` activation and bge's
             ``normalize=True``), ``"none"`` (the raw logit) or ``"softmax"``
@@ -100,6 +108,11 @@ class Reranker:
         prompt: LLM rerankers only: the instruction after the pair.
         query_prefix: LLM rerankers only: text before the query (default ``"A: "``).
         passage_prefix: LLM rerankers only: text before the passage (default ``"B: "``).
+        max_batch_tokens: a token budget per forward pass (``None``: batches of
+            ``batch_size`` pairs only).
+        api: remote only: ``"auto"`` (ask the server's ``/info``), ``"tei"`` or ``"cohere"``.
+        api_key: remote only: sent as ``Authorization: Bearer ...``.
+        timeout: remote only: seconds per HTTP request (default 60).
 
     Example:
         >>> reranker = Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2")  # doctest: +SKIP
@@ -121,6 +134,10 @@ class Reranker:
         prompt: str | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
+        max_batch_tokens: int | None = None,
+        api: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}; got {normalize!r}")
@@ -130,14 +147,31 @@ class Reranker:
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
         ):
             raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
-        if kind != "auto" and kind not in KINDS:
-            raise ValueError(f"kind must be 'auto' or one of: {', '.join(KINDS)}; got {kind!r}")
+        if max_batch_tokens is not None and (
+            isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 1
+        ):
+            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        if kind != "auto" and kind not in (*KINDS, _REMOTE):
+            raise ValueError(f"kind must be 'auto' or one of: {', '.join((*KINDS, _REMOTE))}; got {kind!r}")
         for name, value in (
             ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix)
         ):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
 
+        self.max_batch_tokens: int | None = max_batch_tokens
+        # ---- remote kind (a reranking server): kept apart from the local-model path below.
+        if kind == _REMOTE or (kind == "auto" and _is_url(model)):
+            self._init_remote(
+                model, normalize=normalize, batch_size=batch_size, max_length=max_length, device=device,
+                dtype=dtype, extra=(prompt, query_prefix, passage_prefix), api=api, api_key=api_key,
+                timeout=timeout,
+            )
+            return
+        for name, value in (("api", api), ("api_key", api_key), ("timeout", timeout)):
+            if value is not None:
+                raise ValueError(f"{name}= applies to kind='remote' (an http(s):// server) only; got {name}={value!r}")
+        # ---- a local model.
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -167,6 +201,35 @@ class Reranker:
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
         )
+
+    def _init_remote(
+        self, model: Any, *, normalize: Normalize, batch_size: int, max_length: int | None, device: Any,
+        dtype: Any, extra: tuple[str | None, ...], api: str | None, api_key: str | None, timeout: float | None,
+    ) -> None:
+        """A reranking server behind the same front doors; never loaded through the model cache."""
+        from rerank_plugins.backends.remote import RemoteBackend
+
+        if not _is_url(model):
+            raise ValueError(f"kind='remote' needs an http:// or https:// URL, got {model!r}")
+        for name, value, default in (
+            ("device", device, "auto"), ("dtype", dtype, None), ("max_length", max_length, None)
+        ):
+            if value != default:
+                raise ValueError(f"{name}= does not apply to kind='remote': the server decides it; got {value!r}")
+        if any(v is not None for v in extra):
+            raise ValueError("prompt, query_prefix and passage_prefix apply to kind='llm-yes' only; this is 'remote'")
+        self._backend = RemoteBackend(  # type: ignore[assignment]
+            str(model), api="auto" if api is None else api, api_key=api_key,
+            timeout=60.0 if timeout is None else timeout, batch_size=batch_size,
+        )
+        self.model_id = self._backend.model_id
+        self.kind = _REMOTE
+        self.device = None
+        self.dtype = None
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.max_length = self._backend.max_length or _FALLBACK_MAX_LENGTH
+        self._options = ScoringOptions(max_length=self.max_length)
 
     # ------------------------------------------------------------------ front doors
 
@@ -253,15 +316,28 @@ class Reranker:
         """:meth:`rerank` run in a worker thread, so the event loop stays free.
 
         Safe under many concurrent calls: the shared model is used under its lock.
+        A remote reranker awaits the server natively (no thread).
         """
         import asyncio
 
+        if self.kind == _REMOTE:
+            query = check_query(query)
+            documents = check_documents(documents)
+            top_n = check_top_n(top_n)
+            score_threshold = self.check_score_threshold(score_threshold)
+            logits = await self._backend.ascore_pairs([query] * len(documents), documents)
+            return self._rank_logits(logits, documents, [(0, len(documents))], top_n, score_threshold)[0]
         return await asyncio.to_thread(self.rerank, query, documents, top_n, score_threshold=score_threshold)
 
     async def ascore(self, query: str, documents: Sequence[str]) -> list[float]:
-        """:meth:`score` run in a worker thread, so the event loop stays free."""
+        """:meth:`score` run in a worker thread (remote: awaited natively), so the event loop stays free."""
         import asyncio
 
+        if self.kind == _REMOTE:
+            query = check_query(query)
+            documents = check_documents(documents)
+            logits = await self._backend.ascore_pairs([query] * len(documents), documents)
+            return self._normalize(logits).tolist()
         return await asyncio.to_thread(self.score, query, documents)
 
     def check_score_threshold(self, value: Any) -> float | None:
@@ -328,6 +404,16 @@ class Reranker:
         top_n = check_top_n(top_n)
         score_threshold = self.check_score_threshold(score_threshold)
         logits = self._logits(queries, documents, show_progress=show_progress)
+        return self._rank_logits(logits, documents, bounds, top_n, score_threshold)
+
+    def _rank_logits(
+        self,
+        logits: np.ndarray,
+        documents: list[str],
+        bounds: list[tuple[int, int]],
+        top_n: int | None,
+        score_threshold: float | None,
+    ) -> list[list[Result]]:
         ranked: list[list[Result]] = []
         for a, b in bounds:
             raw = logits[a:b].tolist()
@@ -342,6 +428,8 @@ class Reranker:
         self, queries: list[str], documents: list[str], *, show_progress: bool | None = None
     ) -> np.ndarray:
         """Raw logits in input order: length-sort, batch, score, restore order."""
+        if self.kind == _REMOTE:  # remote kind: the server batches; see backends/remote.py
+            return self._backend.score_pairs(queries, documents)
         import numpy as np
 
         n = len(documents)
@@ -387,6 +475,11 @@ class Reranker:
         return torch.softmax(tensor, dim=0).numpy()
 
     def __repr__(self) -> str:
+        if self.kind == _REMOTE:
+            return (
+                f"Reranker(model={self.model_id!r}, kind='remote', api={self._backend.api!r}, "
+                f"normalize={self.normalize!r})"
+            )
         return (
             f"Reranker(model={self.model_id!r}, kind={self.kind!r}, normalize={self.normalize!r}, "
             f"batch_size={self.batch_size}, max_length={self.max_length}, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ModelLoadError", "MissingExtraError"]
+__all__ = ["ModelLoadError", "MissingExtraError", "RemoteError"]
 
 
 class ModelLoadError(OSError):
@@ -11,6 +11,18 @@ class ModelLoadError(OSError):
     The message names the model (path or hub name), the reranker kind and the
     loader that was tried, followed by the underlying error in one line.
     """
+
+
+class RemoteError(OSError):
+    """A remote reranker (``kind="remote"``) refused a request or answered something unreadable.
+
+    Attributes:
+        status: the HTTP status, or ``None`` when no answer came (connection error, timeout).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class MissingExtraError(ImportError):
