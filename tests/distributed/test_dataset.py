@@ -1,4 +1,7 @@
-"""``rerank_dataset`` on a local Ray: parity with the in-process Reranker, rows kept, a killed actor replaced."""
+"""``rerank_dataset`` on a local Ray: parity with the in-process Reranker, rows kept, a killed actor replaced.
+
+Tiny model, 1 actor: the killed-actor test; 2 actors: tests/distributed/test_bulk_ray.py (``--concurrency 2``).
+"""
 
 from __future__ import annotations
 
@@ -45,13 +48,6 @@ def to_python(rows: list[dict]) -> list[dict]:
     return [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()} for r in rows]
 
 
-def test_two_actors_equal_the_in_process_reranker(ray_session, tiny_bert):
-    rows = tiny_rows(24)
-    ds = ray_session.data.from_items(rows)
-    out = rerank_dataset(ds, tiny_bert, concurrency=2, batch_size=3, top_n=2, device="cpu", reranker_batch_size=4)
-    assert_matches(to_python(out.take_all()), rows, reference(Reranker(tiny_bert, device="cpu"), rows), top_n=2)
-
-
 def _actor_handle(ray, actor_id: str):
     """Ray Data's pool actors are anonymous: rebuild a handle from the id the GCS lists."""
     worker = ray._private.worker.global_worker
@@ -63,7 +59,8 @@ def test_killed_actor_is_replaced_and_every_row_appears_once(ray_session, tiny_b
 
     ray = ray_session
     rows = tiny_rows(40)
-    out = rerank_dataset(ray.data.from_items(rows), tiny_bert, concurrency=1, batch_size=2, device="cpu")
+    out = rerank_dataset(ray.data.from_items(rows), tiny_bert, concurrency=1, batch_size=2, top_n=2, device="cpu",
+                         reranker_batch_size=4)
     received, killed = [], None
     for row in out.iter_rows():
         received.append(row)
@@ -73,7 +70,7 @@ def test_killed_actor_is_replaced_and_every_row_appears_once(ray_session, tiny_b
             assert len(alive) == 1
             killed = alive[0]["ActorID"]
             ray.kill(_actor_handle(ray, killed), no_restart=False)
-    assert_matches(to_python(received), rows, reference(Reranker(tiny_bert, device="cpu"), rows))
+    assert_matches(to_python(received), rows, reference(Reranker(tiny_bert, device="cpu"), rows), top_n=2)
     assert state.actors()[killed]["NumRestarts"] >= 1  # the same actor, restarted, finished the job
 
 
