@@ -1,4 +1,4 @@
-"""The ``rerank-plugins`` command: ``eval`` (two-stage retrieval measurement), ``score`` and ``serve``.
+"""The ``rerank-plugins`` command: ``eval`` (two-stage retrieval measurement), ``score``, ``serve`` and ``bulk``.
 
 Examples:
     rerank-plugins eval --data examples/data/squad_sample.json --queries 50 --seed 0 \\
@@ -10,6 +10,8 @@ Examples:
         "Paris is the capital of France." "Berlin is in Germany."
     printf 'passage one\\npassage two\\n' | rerank-plugins score --reranker ./model --query "q"
     rerank-plugins serve --model ./ms-marco-MiniLM-L-12-v2 --port 8080
+    rerank-plugins bulk --input rows.jsonl --output scored.parquet --reranker ./model --top-n 10
+    rerank-plugins bulk --input rows.parquet --output scored.parquet --reranker ./model --ray auto --concurrency 8
 
 Exit status: 0 on success, 1 when the data or a model cannot be used (one line
 on stderr, starting ``rerank-plugins: error:``), 2 for invalid arguments, 130
@@ -198,14 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Rerank passages with cross-encoder-style models, and measure whether a\n"
                     "reranking second stage pays off on your data.",
-        epilog="Run 'rerank-plugins COMMAND --help' (eval, score, serve) for each command's "
+        epilog="Run 'rerank-plugins COMMAND --help' (eval, score, serve, bulk) for each command's "
                "flags. Exit status: 0 ok, 1 data or model error, 2 invalid arguments, 130 interrupted.",
         formatter_class=_Formatter,
     )
     from rerank_plugins import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{eval,score,serve,bench}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{eval,score,serve,bulk,bench}", required=True)
 
     ev = sub.add_parser(
         "eval", formatter_class=_Formatter,
@@ -319,6 +321,46 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     be.set_defaults(handler=_cmd_bench)
     _add_serve_parser(sub)
+
+    bk = sub.add_parser(
+        "bulk", formatter_class=_Formatter,
+        help="rerank every row of a JSONL or Parquet file, in this process or on Ray",
+        description=(
+            "Score each row's documents against its query and write the rows back with two new\n"
+            "fields: \"scores\" (one per document, in input order) and \"ranking\" (document indices,\n"
+            "best first; the best --top-n when given). Input rows: {\"id\"?, \"query\": ..., \"documents\":\n"
+            "[...]}; every other field is kept. The format follows each file's suffix (.jsonl/.ndjson,\n"
+            ".parquet/.pq). A malformed row stops the run with one line naming its line (or Parquet row).\n"
+            "The output is written to a temporary file and renamed at the end, so a failed or\n"
+            "interrupted run leaves no half-written file.\n\n"
+            "Without --ray the rows are scored in this process, --chunk-rows at a time (memory is\n"
+            "bounded by the chunk, not the input). With --ray they are scored by --concurrency Ray\n"
+            "actors, each loading the model once; the output keeps the input order either way."
+        ),
+        epilog="Example: rerank-plugins bulk --input rows.jsonl --output scored.jsonl "
+               "--reranker ./ms-marco-MiniLM-L-12-v2 --top-n 10",
+    )
+    bk.add_argument("--input", required=True, metavar="FILE",
+                    help="the rows: a .jsonl (one JSON object a line) or .parquet file (required)")
+    bk.add_argument("--output", required=True, metavar="PATH",
+                    help="where to write the scored rows: .jsonl or .parquet (required; replaced on success)")
+    bk.add_argument("--normalize", choices=NORMALIZATIONS, default="sigmoid",
+                    help="score normalisation: sigmoid of the logit, the raw logit, or softmax over "
+                         "each row's documents (default: %(default)s)")
+    bk.add_argument("--top-n", type=_positive_int, default=None, metavar="N",
+                    help="keep the N best indices in each ranking (default: all; scores always cover "
+                         "every document)")
+    bk.add_argument("--chunk-rows", type=_positive_int, default=256, metavar="N",
+                    help="rows read, scored and written at a time (default: %(default)s)")
+    bk.add_argument("--ray", metavar="auto|ADDRESS", default=None,
+                    help="score on Ray: 'auto' (the running cluster, RAY_ADDRESS, or else a new local "
+                         "Ray) or a cluster address such as ray://head:10001 (default: in this process)")
+    bk.add_argument("--concurrency", type=_positive_int, default=1, metavar="N",
+                    help="with --ray: reranker actors, each loading the model once (default: %(default)s)")
+    bk.add_argument("--num-gpus", type=float, default=0, metavar="G",
+                    help="with --ray: GPUs per actor, e.g. 1 (default: %(default)s)")
+    _add_model_options(bk)
+    bk.set_defaults(handler=_cmd_bulk)
     return parser
 
 
@@ -596,6 +638,37 @@ def _cmd_score(args: argparse.Namespace) -> int:
         ],
     }
     print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _cmd_bulk(args: argparse.Namespace) -> int:
+    from rerank_plugins.backends.base import looks_like_path, resolve_model_id
+    from rerank_plugins.bulk import rerank_file, rerank_file_ray
+
+    if args.ray is None and (args.concurrency != 1 or args.num_gpus):
+        raise CLIError("--concurrency and --num-gpus apply to --ray runs only", code=2)
+    output = _check_output("--output", args.output)
+    show = False if args.no_progress else None
+    if args.ray is None:
+        reranker, _ = _load_reranker(args, normalize=args.normalize)
+        summary = rerank_file(
+            args.input, output, reranker, top_n=args.top_n, chunk_rows=args.chunk_rows, show_progress=show,
+        )
+    else:
+        model = args.reranker
+        if Path(model).expanduser().exists() or looks_like_path(model):
+            model = resolve_model_id(model)  # a missing directory fails here, not on every actor
+        summary = rerank_file_ray(
+            args.input, output, model, address=args.ray, concurrency=args.concurrency, top_n=args.top_n,
+            chunk_rows=args.chunk_rows, num_gpus=args.num_gpus, show_progress=show,
+            kind=args.kind, normalize=args.normalize, reranker_batch_size=args.batch_size,
+            max_length=args.max_length, device=args.device, dtype=args.dtype,
+        )
+    print(
+        f"{PROG}: wrote {summary.rows} rows ({summary.pairs} pairs) to {summary.output} in {summary.seconds:.1f} s "
+        f"({summary.rows_per_s:.2f} rows/s, {summary.pairs_per_s:.1f} pairs/s)",
+        file=sys.stderr,
+    )
     return 0
 
 
