@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rerank_plugins._validation import check_documents, check_query, check_score_threshold, check_top_n
+from rerank_plugins._validation import (
+    check_documents,
+    check_query,
+    check_score_threshold,
+    check_text,
+    check_top_n,
+    is_blank,
+)
 from rerank_plugins.backends.base import (
     KINDS,
     ScoringOptions,
@@ -33,6 +40,18 @@ Normalize = Literal["none", "sigmoid", "softmax"]
 NORMALIZATIONS: tuple[str, ...] = ("none", "sigmoid", "softmax")
 # Used only when a model states no length limit at all.
 _FALLBACK_MAX_LENGTH = 512
+# An empty query is logged once per process, not once per call.
+_blank_query_reported = False
+
+
+def _note_blank_query(query: str, name: str) -> None:
+    global _blank_query_reported
+    if not _blank_query_reported and is_blank(query):
+        _blank_query_reported = True
+        logger.warning(
+            "%s is empty or whitespace only: every document is scored against nothing, so the scores "
+            "say nothing about relevance (reported once)", name,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +154,8 @@ class Reranker:
         for name, value in (
             ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix)
         ):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+            if value is not None:
+                check_text(value, name)
 
         self.model_id = resolve_model_id(model)
         self.device = resolve_device(device)
@@ -167,6 +186,55 @@ class Reranker:
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
         )
+        minimum = self._backend.min_max_length(self._options)
+        if max_length < minimum:
+            raise ValueError(
+                f"max_length={max_length} is below the minimum of {minimum} tokens for this "
+                f"{self.kind} model: its special and template tokens plus one token of the query "
+                f"and one of the document"
+            )
+
+    def options(self) -> dict[str, Any]:
+        """The constructor keyword arguments of this reranker: ``Reranker(**r.options())`` rebuilds it.
+
+        Values are JSON-serialisable (the device and dtype as strings) and resolved
+        (``kind``, ``max_length``, ``device`` and ``dtype`` as in effect, never ``"auto"``
+        or ``None``), so a rebuilt reranker scores exactly like this one. The
+        framework adapters serialise a reranker through this, and pickling or
+        copying a Reranker uses it too (the copy shares the loaded model).
+
+        Example:
+            >>> Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2").options()  # doctest: +SKIP
+            {'model': 'cross-encoder/ms-marco-MiniLM-L-12-v2', 'kind': 'cross-encoder', 'normalize': 'sigmoid',
+             'batch_size': 32, 'max_length': 512, 'device': 'cpu', 'dtype': 'float32', 'prompt': None,
+             'query_prefix': None, 'passage_prefix': None}
+        """
+        return {
+            "model": self.model_id,
+            "kind": self.kind,
+            "normalize": self.normalize,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "prompt": self._options.prompt,
+            "query_prefix": self._options.query_prefix,
+            "passage_prefix": self._options.passage_prefix,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The loaded model holds locks and weights: pickle the options; unpickling
+        # rebuilds the Reranker, reusing the shared model when it is loaded.
+        return (_restore_reranker, (type(self), self.options()))
+
+    def __copy__(self) -> Reranker:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Reranker:
+        # Every attribute but the shared model is immutable; the model is shared, never copied.
+        return self.__copy__()
 
     # ------------------------------------------------------------------ front doors
 
@@ -179,6 +247,7 @@ class Reranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
+        _note_blank_query(query, "query")
         return self._normalize(self._logits([query] * len(documents), documents)).tolist()
 
     def rerank(
@@ -200,10 +269,12 @@ class Reranker:
 
         Raises:
             TypeError: the query or a document is not a str (the message names its position).
-            ValueError: ``top_n < 1``; a threshold outside [0, 1] for normalised scores.
+            ValueError: ``top_n < 1``; a threshold outside [0, 1] for normalised scores; a text
+                holding a lone surrogate (the message names the text and the character position).
         """
         query = check_query(query)
         documents = check_documents(documents)
+        _note_blank_query(query, "query")
         return self._rank([query] * len(documents), documents, [(0, len(documents))], top_n, score_threshold)[0]
 
     def score_many(
@@ -272,13 +343,7 @@ class Reranker:
             ValueError: NaN, or outside [0, 1] while scores are normalised (such a
                 threshold would drop everything or nothing).
         """
-        value = check_score_threshold(value)
-        if value is not None and self.normalize != "none" and not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"score_threshold={value} is outside [0, 1], the range of the reranker's "
-                f"{self.normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
-            )
-        return value
+        return check_score_threshold(value, self.normalize)
 
     @property
     def backend(self) -> Backend:
@@ -308,6 +373,7 @@ class Reranker:
         for qi, (query, docs) in enumerate(zip(queries, documents_per_query, strict=True)):
             query = check_query(query, f"queries[{qi}]")
             docs = check_documents(docs, f"documents_per_query[{qi}]")
+            _note_blank_query(query, f"queries[{qi}]")
             start = len(flat_d)
             flat_q.extend([query] * len(docs))
             flat_d.extend(docs)
@@ -393,3 +459,8 @@ class Reranker:
             f"device={str(self.device)!r}, dtype={str(self.dtype).removeprefix('torch.')!r})"
         )
 
+
+
+def _restore_reranker(cls: type[Reranker], options: dict[str, Any]) -> Reranker:
+    """Unpickle a :class:`Reranker` from its :meth:`Reranker.options`."""
+    return cls(**options)

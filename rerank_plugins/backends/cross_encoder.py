@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rerank_plugins.backends.base import ScoringOptions, guarded_load, model_position_limit
+from rerank_plugins.backends.base import (
+    ScoringOptions,
+    check_tokenizer,
+    detect_kind,
+    guarded_load,
+    load_pretrained,
+    model_position_limit,
+)
 from rerank_plugins.backends.sequence_classification import (
     SequenceClassificationBackend,
     check_num_labels,
@@ -36,11 +43,19 @@ class CrossEncoderBackend(SequenceClassificationBackend):
         super(SequenceClassificationBackend, self).__init__(model_id, device=device, dtype=dtype)
         from sentence_transformers import CrossEncoder
 
+        if not _saved_as_cross_encoder(model_id):
+            # kind="cross-encoder" forced onto a model not saved as one: CrossEncoder would give a
+            # missing head random weights and only log it. Its loader reports nothing, so load
+            # the classification model once with transformers' loading info to check.
+            from transformers import AutoModelForSequenceClassification
+
+            load_pretrained(model_id, self.kind, AutoModelForSequenceClassification, dtype=dtype)
         self.cross_encoder: Any = guarded_load(
             model_id, self.kind, "sentence_transformers.CrossEncoder",
             lambda: CrossEncoder(model_id, device=str(device), model_kwargs={"dtype": dtype}),
         )
         check_num_labels(model_id, self.kind, self.cross_encoder.num_labels)
+        check_tokenizer(model_id, self.kind, self.cross_encoder.tokenizer)
         self.tokenizer = self.cross_encoder.tokenizer
         self.model = self.cross_encoder.model
         self.cross_encoder.eval()
@@ -66,3 +81,11 @@ class CrossEncoderBackend(SequenceClassificationBackend):
         features = self.cross_encoder.preprocess(pairs, max_length=options.max_length)
         features = batch_to_device(features, self.device)
         return positive_logit(self.cross_encoder(features)["scores"])
+
+
+def _saved_as_cross_encoder(model_id: str) -> bool:
+    """Whether the model's own files mark it as a sentence-transformers CrossEncoder."""
+    try:
+        return detect_kind(model_id) == "cross-encoder"
+    except (OSError, ValueError):
+        return False

@@ -29,7 +29,14 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rerank_plugins.backends.base import Backend, ScoringOptions, guarded_load, model_position_limit
+from rerank_plugins.backends.base import (
+    Backend,
+    ScoringOptions,
+    check_tokenizer,
+    guarded_load,
+    load_pretrained,
+    model_position_limit,
+)
 from rerank_plugins.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ class LLMYesBackend(Backend):
             model_id, self.kind, "AutoTokenizer.from_pretrained",
             lambda: AutoTokenizer.from_pretrained(model_id),
         )
+        check_tokenizer(model_id, self.kind, tokenizer)
         if tokenizer.pad_token is None:  # as FlagEmbedding does
             if tokenizer.eos_token is None:
                 raise ModelLoadError(f"the tokenizer of {model_id!r} has neither a pad nor an eos token")
@@ -74,15 +82,27 @@ class LLMYesBackend(Backend):
         self.yes_id: int = yes_ids[0]
         self.sep_ids: list[int] = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
         self.tokenizer = tokenizer
-        model = guarded_load(
-            model_id, self.kind, "AutoModelForCausalLM.from_pretrained",
-            lambda: AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype),
-        )
+        model = load_pretrained(model_id, self.kind, AutoModelForCausalLM, dtype=dtype)
         self.model: Any = model.to(device).eval()
         self._keeps_last_only = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.max_positions = model_position_limit(self.model.config, tokenizer)
         self.default_max_length = min(DEFAULT_MAX_LENGTH, self.max_positions or DEFAULT_MAX_LENGTH)
         self._prompt_cache: dict[str, list[int]] = {}
+
+    def min_max_length(self, options: ScoringOptions) -> int:
+        """The smallest ``max_length`` at which a query cut to ``max_length * 3 // 4`` tokens
+        still leaves room for ``<bos>``, the separator, the passage prefix and one passage token.
+
+        Below it the model card's truncation cannot fit the pair and leaves it uncut.
+        """
+        qp, pp = self._texts([""], [""], options)
+        query_min = len(self.tokenizer(qp[0], add_special_tokens=False)["input_ids"]) + 1
+        rest = (0 if self.tokenizer.bos_token_id is None else 1) + len(self.sep_ids)
+        rest += len(self.tokenizer(pp[0], add_special_tokens=False)["input_ids"]) + 1
+        m = query_min + rest
+        while m * 3 // 4 < query_min or m - m * 3 // 4 < rest:
+            m += 1
+        return m
 
     # ------------------------------------------------------------------ inputs
 

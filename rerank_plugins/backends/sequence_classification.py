@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from rerank_plugins.backends.base import (
     Backend,
     ScoringOptions,
+    check_tokenizer,
     guarded_load,
+    load_pretrained,
     model_position_limit,
 )
 
@@ -56,10 +58,8 @@ class SequenceClassificationBackend(Backend):
             model_id, self.kind, "AutoTokenizer.from_pretrained",
             lambda: AutoTokenizer.from_pretrained(model_id),
         )
-        model = guarded_load(
-            model_id, self.kind, "AutoModelForSequenceClassification.from_pretrained",
-            lambda: AutoModelForSequenceClassification.from_pretrained(model_id, dtype=dtype),
-        )
+        check_tokenizer(model_id, self.kind, self.tokenizer)
+        model = load_pretrained(model_id, self.kind, AutoModelForSequenceClassification, dtype=dtype)
         self.model: Any = model.to(device).eval()
         check_num_labels(model_id, self.kind, self.model.config.num_labels)
         self.max_positions = model_position_limit(self.model.config, self.tokenizer)
