@@ -98,10 +98,16 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     def write_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_json` to ``path`` and return it."""
-        path = Path(path)
-        path.write_text(self.to_json() + "\n", encoding="utf-8")
-        return path
+        """Write :meth:`to_json` to ``path`` (atomically: a temporary file, then a rename) and return it.
+
+        Raises:
+            OSError: the file cannot be written (the message names ``path``); an existing
+                file at ``path`` is left unchanged.
+        """
+        from rerank_plugins._io import atomic_write
+
+        data = (self.to_json() + "\n").encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
 
     def hit_curves(self) -> dict[str, list[float]]:
         """Mean hit@k for k = 1 .. retrieve_k (``"retrieval"``) and 1 .. rerank_k (``"reranked"``)."""

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rerank_plugins._io import atomic_write
 from rerank_plugins.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ def plot_hit_curves(report: EvalReport, path: str | Path, *, title: str | None =
     """Draw hit@k for k = 1 .. retrieve_k (retrieval) and 1 .. rerank_k (reranked) into a PNG.
 
     Uses matplotlib's object API with the Agg canvas, so no display and no
-    global backend change is needed. The file is PNG whatever its suffix.
+    global backend change is needed. The file is PNG whatever its suffix, written
+    atomically (a temporary file, then a rename).
 
     Args:
         report: an :class:`~rerank_plugins.evaluation.EvalReport` with its per-query outcomes.
@@ -40,6 +42,7 @@ def plot_hit_curves(report: EvalReport, path: str | Path, *, title: str | None =
     Raises:
         MissingExtraError: matplotlib is not installed.
         ValueError: the report holds no per-query outcomes.
+        OSError: the file cannot be written (the message names ``path``).
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -71,7 +74,6 @@ def plot_hit_curves(report: EvalReport, path: str | Path, *, title: str | None =
         f"top {cfg['retrieve_k']} reranked, {cfg['rerank_k']} kept"
     ), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=dpi)
+    path = atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     logger.info("wrote hit@k plot to %s", path)
     return path
