@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rerank_plugins._io import atomic_write, check_writable
+import rerank_plugins
 
-REPO = Path(__file__).resolve().parents[1]
+# The package under test (the checkout, or wherever PYTHONPATH points), for the subprocess.
+PACKAGE_ROOT = Path(rerank_plugins.__file__).resolve().parents[1]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -20,6 +22,8 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
+    from rerank_plugins._io import atomic_write
+
     target = tmp_path / "report.json"
     target.write_text('{"old": true}\n', encoding="utf-8")
 
@@ -43,6 +47,8 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_unwritable_directories_are_named(tmp_path):
+    from rerank_plugins._io import atomic_write, check_writable
+
     missing = tmp_path / "no" / "dir" / "r.json"
     with pytest.raises(OSError, match=f"cannot write {missing}"):
         check_writable(missing)
@@ -79,7 +85,7 @@ def test_report_on_a_full_disk_keeps_the_previous_report(tmp_path):
     previous = json.dumps({"retrieval": {"hit@1": 0.1}}) + "\n"
     target.write_text(previous, encoding="utf-8")
     proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(target)], capture_output=True, text=True,
-                          cwd=REPO, timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+                          cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)})
     assert proc.returncode == 0, proc.stderr
     error = json.loads(proc.stdout)["error"]
     assert error is not None and str(target) in error

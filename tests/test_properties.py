@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rerank_plugins import Reranker
-from rerank_plugins._validation import find_surrogate
 
-FAST = settings(max_examples=30, deadline=None, database=None)
+FAST = settings(max_examples=20, deadline=None, database=None)
+FEWER = settings(max_examples=10, deadline=None, database=None)  # several model calls per example
 
 CHARACTERS = st.one_of(
     st.characters(codec="utf-8"),  # any encodable character, astral ones included
@@ -50,7 +50,7 @@ def reranker(tiny_xlmr) -> Reranker:
 
 
 def surrogate_in(*texts: str) -> bool:
-    return any(find_surrogate(t) is not None for t in texts)
+    return any("\ud800" <= ch <= "\udfff" for t in texts for ch in t)
 
 
 @FAST
@@ -76,13 +76,13 @@ def test_any_unicode_scores_in_input_order_or_names_the_surrogate(reranker, quer
     assert documents == snapshot
 
 
-@FAST
+@FEWER
 @given(queries=st.lists(TEXTS, max_size=3), data=st.data())
 def test_score_many_equals_one_query_at_a_time(reranker, queries, data):
-    lists = [data.draw(DOCUMENTS) for _ in queries]
+    lists = [data.draw(st.lists(TEXTS, max_size=4)) for _ in queries]
     snapshot = copy.deepcopy(lists)
     if surrogate_in(*queries, *(d for docs in lists for d in docs)):
-        with pytest.raises(ValueError, match="contains a lone surrogate at character|contains a lone surrogate"):
+        with pytest.raises(ValueError, match="contains a lone surrogate"):
             reranker.score_many(queries, lists)
     else:
         many = reranker.score_many(queries, lists)
@@ -135,7 +135,7 @@ def test_cut_settings_raise_the_documented_errors_or_cut(reranker, top_n, thresh
 # --------------------------------------------------------------------------- adapters
 
 
-@FAST
+@FEWER
 @given(query=TEXTS, texts=DOCUMENTS)
 def test_langchain_compressor_never_mutates_and_keeps_input_texts(reranker, query, texts):
     pytest.importorskip("langchain_core")
@@ -158,7 +158,7 @@ def test_langchain_compressor_never_mutates_and_keeps_input_texts(reranker, quer
     assert [d.model_dump() for d in docs] == snapshot
 
 
-@FAST
+@FEWER
 @given(query=TEXTS, texts=DOCUMENTS)
 def test_llamaindex_postprocessor_never_mutates_and_keeps_input_texts(reranker, query, texts):
     pytest.importorskip("llama_index.core")

@@ -14,7 +14,6 @@ import pytest
 
 import rerank_plugins.core
 from rerank_plugins import Reranker
-from rerank_plugins._validation import check_top_n, find_surrogate, safe_deepcopy
 
 QUERY = "What is the capital of France?"
 DOCS = ["Paris is the capital and most populous city of France.", "서울은 대한민국의 수도이다.", "Water boils."]
@@ -56,6 +55,8 @@ def test_llm_prompt_with_a_surrogate_is_refused(tiny_gemma):
 
 
 def test_valid_astral_text_is_not_a_surrogate(reranker):
+    from rerank_plugins._validation import find_surrogate
+
     assert find_surrogate("emoji \U0001f600 and 한글") is None
     assert len(reranker.score("\U0001f600 capital?", ["Paris \U0001f1eb\U0001f1f7", "\x00nul"])) == 2
 
@@ -65,6 +66,8 @@ def test_valid_astral_text_is_not_a_surrogate(reranker):
 
 def test_numpy_integers_are_accepted_for_top_n(reranker):
     # Before: np.int64(1) was refused while numpy floats were accepted for thresholds.
+    from rerank_plugins._validation import check_top_n
+
     assert check_top_n(np.int64(2)) == 2 and type(check_top_n(np.int32(1))) is int
     ranked = reranker.rerank(QUERY, DOCS, top_n=np.int64(1))
     assert [r.index for r in ranked] == [reranker.rerank(QUERY, DOCS)[0].index]
@@ -114,6 +117,8 @@ def test_a_reranker_pickles_and_deep_copies_sharing_the_model(reranker):
 
 
 def test_safe_deepcopy_shares_only_what_cannot_be_copied():
+    from rerank_plugins._validation import safe_deepcopy
+
     lock = threading.Lock()
     original = {"nested": {"list": [1, 2]}, "lock": lock, "pair": (lock, [3])}
     copied = safe_deepcopy(original)

@@ -418,7 +418,7 @@ def check_tokenizer(model_id: str, kind: str, tokenizer: Any) -> None:
     raise ModelLoadError(
         f"could not load {model_id!r} as a {kind} reranker: its tokenizer has only {regular} regular "
         f"tokens ({len(vocab)} in all), so every word would be unknown: {detail}; {fix}"
-    )
+    ) from None
 
 
 def check_loaded_weights(model_id: str, kind: str, loading_info: dict[str, Any]) -> None:
@@ -439,7 +439,7 @@ def check_loaded_weights(model_id: str, kind: str, loading_info: dict[str, Any])
         f"could not load {model_id!r} as a {kind} reranker: its checkpoint has no weights for {shown}; "
         f"transformers would initialise them at random and the scores would mean nothing "
         f"(is it a {kind} model? pass the right kind=, or kind='auto')"
-    )
+    ) from None
 
 
 def load_pretrained(model_id: str, kind: str, auto_class: Any, **kwargs: Any) -> Any:

@@ -154,7 +154,8 @@ def test_unknown_fields_are_rejected(reranker):
 
 def test_reranker_of_the_wrong_type_is_rejected():
     with pytest.raises(
-        ValidationError, match=r"reranker must be a rerank_plugins\.Reranker or a model name/path, got int"
+        ValidationError,
+        match=r"reranker must be a rerank_plugins\.Reranker, a model name/path or a dict of Reranker options, got int",
     ):
         RerankCompressor(reranker=42)
 

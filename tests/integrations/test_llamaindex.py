@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -283,9 +284,9 @@ def test_top_n_threshold_keep_combinations(tiny_reranker, nodes, top_n, threshol
     if threshold_rank is None:
         threshold = None
     elif threshold_rank == "above-all":
-        threshold = 1.5  # sigmoid scores lie in [0, 1]
+        threshold = math.nextafter(ranked[0][1], 1.0)  # just above the best score, still in [0, 1]
     elif threshold_rank == "below-all":
-        threshold = -0.5
+        threshold = 0.0
     else:
         threshold = ranked[threshold_rank][1]  # keeps exactly the first threshold_rank + 1 (no ties)
     pp = RerankPostprocessor(tiny_reranker, top_n=top_n, score_threshold=threshold, keep_retrieval_score=keep)
