@@ -27,7 +27,6 @@ FEWER = settings(max_examples=10, deadline=None, database=None)  # several model
 
 CHARACTERS = st.one_of(
     st.characters(codec="utf-8"),  # any encodable character, astral ones included
-    st.characters(categories=["Cs"]),  # lone surrogates
     st.just("\x00"),
     st.characters(categories=["Mn", "Me"]),  # combining marks
     st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3),  # Hangul syllables
@@ -35,7 +34,11 @@ CHARACTERS = st.one_of(
     st.sampled_from(" \t\n.,?"),
     st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")),
 )
-TEXTS = st.text(alphabet=CHARACTERS, max_size=30)
+# Joined lists rather than st.text(): st.text() almost never yields a lone surrogate.
+VALID_TEXTS = st.lists(CHARACTERS, max_size=30).map("".join)
+WITH_SURROGATE = st.tuples(VALID_TEXTS, st.characters(categories=["Cs"]), VALID_TEXTS).map("".join)
+# About one text in eight holds a lone surrogate, so that both outcomes are common.
+TEXTS = st.integers(0, 7).flatmap(lambda k: WITH_SURROGATE if k == 0 else VALID_TEXTS)
 DOCUMENTS = st.lists(TEXTS, max_size=6)
 NOT_STR = st.one_of(
     st.none(), st.integers(), st.floats(), st.binary(max_size=4), st.lists(st.integers(), max_size=2),
