@@ -514,6 +514,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _check_output(flag: str, value: str | None) -> Path | None:
+    """The output path of ``flag``, checked writable now rather than after the run."""
+    from rerank_plugins._io import check_writable
+
     if value is None:
         return None
     path = Path(value).expanduser()
@@ -521,7 +524,23 @@ def _check_output(flag: str, value: str | None) -> Path | None:
         raise CLIError(f"{flag} {value!r} is a directory; expected a file path", code=2)
     if not path.parent.is_dir():
         raise CLIError(f"{flag}: directory {str(path.parent)!r} does not exist", code=2)
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise CLIError(f"{flag}: {exc.strerror}", code=2) from None
     return path
+
+
+def _check_distinct(paths: dict[str, str | None]) -> None:
+    """Refuse two flags naming one file: one output would silently replace the other (or the input)."""
+    seen: dict[Path, str] = {}
+    for flag, value in paths.items():
+        if value is None:
+            continue
+        resolved = Path(value).expanduser().resolve()
+        if resolved in seen:
+            raise CLIError(f"{seen[resolved]} and {flag} name the same file {value!r}", code=2)
+        seen[resolved] = flag
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -543,6 +562,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.rerank_k > retrieve_k:
         flag = "the largest --sweep value" if sweep else "--retrieve-k"
         raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed {flag} ({retrieve_k})", code=2)
+    _check_distinct({"--data": args.data, "--corpus": args.corpus, "--json-out": args.json_out,
+                     "--plot": args.plot, "--embeddings": args.embeddings})
     json_out = _check_output("--json-out", args.json_out)
     plot_out = _check_output("--plot", args.plot)
     sweep_plot_out = None if plot_out is None or sweep is None else _check_output(
@@ -611,15 +632,46 @@ def _read_passages(args: argparse.Namespace) -> list[str]:
     if passages in ([], ["-"]):
         if passages == [] and sys.stdin is not None and sys.stdin.isatty():
             raise CLIError("no passages: give them as arguments, or one per line on stdin")
-        text = sys.stdin.read() if sys.stdin is not None else ""
+        text = _read_stdin()
         passages = [line for line in text.splitlines() if line.strip()]
         if not passages:
             raise CLIError("no passages: stdin held no non-blank lines")
     return passages
 
 
+def _read_stdin() -> str:
+    """stdin as UTF-8 text; invalid bytes are an error naming the line, not text the model chokes on."""
+    from rerank_plugins._validation import find_surrogate
+
+    if sys.stdin is None:
+        return ""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream without bytes underneath (a StringIO)
+        text = sys.stdin.read()
+    else:
+        data = buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise CLIError(
+                f"stdin, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            ) from None
+    pos = find_surrogate(text)
+    if pos is not None:  # bytes decoded with surrogateescape upstream
+        line = text.count("\n", 0, pos) + 1
+        raise CLIError(f"stdin, line {line}: not UTF-8 text (undecodable byte at character {pos})")
+    return text
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
+    from rerank_plugins._validation import check_text
+
     passages = _read_passages(args)
+    # Before the model loads: undecodable bytes in the arguments arrive as lone surrogates.
+    check_text(args.query, "--query")
+    for i, passage in enumerate(passages):
+        check_text(passage, f"passage {i}")
     reranker, _ = _load_reranker(args, normalize=args.normalize)
     show = False if args.no_progress else None
     results = reranker.rerank_many([args.query], [passages], show_progress=show)[0]

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from rerank_plugins._validation import check_documents, check_query, check_score_threshold, check_top_n
+from rerank_plugins._validation import (
+    check_documents,
+    check_query,
+    check_score_threshold,
+    check_text,
+    check_top_n,
+    is_blank,
+)
 from rerank_plugins.backends.base import (
     KINDS,
     Row,
@@ -50,6 +57,18 @@ _REMOTE = "remote"
 
 def _is_url(model: Any) -> bool:
     return isinstance(model, str) and model.lower().startswith(("http://", "https://"))
+# An empty query is logged once per process, not once per call.
+_blank_query_reported = False
+
+
+def _note_blank_query(query: str, name: str) -> None:
+    global _blank_query_reported
+    if not _blank_query_reported and is_blank(query):
+        _blank_query_reported = True
+        logger.warning(
+            "%s is empty or whitespace only: every document is scored against nothing, so the scores "
+            "say nothing about relevance (reported once)", name,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +301,8 @@ class Reranker:
             ("prompt", prompt), ("query_prefix", query_prefix), ("passage_prefix", passage_prefix),
             ("instruction", instruction),
         ):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+            if value is not None:
+                check_text(value, name)
         if not isinstance(template, str):
             raise TypeError(f"template must be a str, got {type(template).__name__}")
         if template != "auto" and template not in TEMPLATES:
@@ -348,6 +367,13 @@ class Reranker:
         ))
         # The LLM prompt template in use ("bge-gemma", "qwen3"); None for the other families.
         self.template: str | None = self._options.template
+        minimum = self._backend.min_max_length(self._options)
+        if max_length < minimum:
+            raise ValueError(
+                f"max_length={max_length} is below the minimum of {minimum} tokens for this "
+                f"{self.kind} model: its special and template tokens plus one token of the query "
+                f"and one of the document"
+            )
 
     _LOCAL_DEFAULTS: ClassVar[dict[str, Any]] = {
         "max_length": None, "device": "auto", "dtype": "auto", "engine": "auto", "template": "auto",
@@ -381,6 +407,52 @@ class Reranker:
         self.max_length = self._backend.max_length or _FALLBACK_MAX_LENGTH
         self._options = ScoringOptions(max_length=self.max_length)
 
+    def options(self) -> dict[str, Any]:
+        """The constructor keyword arguments of this reranker: ``Reranker(**r.options())`` rebuilds it.
+
+        Values are JSON-serialisable and resolved (``kind``, ``max_length``,
+        ``device``, ``dtype`` and ``engine`` as in effect, never ``"auto"``), so a
+        rebuilt reranker scores exactly like this one. The framework adapters
+        serialise a reranker through this, and pickling or copying a Reranker uses
+        it too (the copy shares the loaded model). A remote reranker's ``api_key``
+        is never included: pass it again (or keep it in the environment).
+
+        Example:
+            >>> Reranker("cross-encoder/ms-marco-MiniLM-L-12-v2").options()["dtype"]  # doctest: +SKIP
+            'bfloat16'
+        """
+        common = {"model": self.model_id, "kind": self.kind, "normalize": self.normalize,
+                  "batch_size": self.batch_size, "max_batch_tokens": self.max_batch_tokens,
+                  "overflow": self.overflow, "stride": self.stride, "max_windows": self.max_windows}
+        if self.kind == _REMOTE:
+            return {**common, "api": self._backend.api, "timeout": self._backend.timeout}
+        return {
+            **common,
+            "max_length": self.max_length,
+            "device": str(self.device),
+            "dtype": self.dtype,
+            "engine": self.engine,
+            "template": self.template or "auto",
+            "instruction": self._options.instruction,
+            "prompt": self._options.prompt,
+            "query_prefix": self._options.query_prefix,
+            "passage_prefix": self._options.passage_prefix,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The loaded model holds locks and weights: pickle the options; unpickling
+        # rebuilds the Reranker, reusing the shared model when it is loaded.
+        return (_restore_reranker, (type(self), self.options()))
+
+    def __copy__(self) -> Reranker:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Reranker:
+        # Every attribute but the shared model is immutable; the model is shared, never copied.
+        return self.__copy__()
+
     # ------------------------------------------------------------------ front doors
 
     def score(self, query: str, documents: Sequence[str]) -> list[float]:
@@ -392,6 +464,7 @@ class Reranker:
         """
         query = check_query(query)
         documents = check_documents(documents)
+        _note_blank_query(query, "query")
         return self._normalize(self._score([query] * len(documents), documents).logits).tolist()
 
     def rerank(
@@ -413,10 +486,12 @@ class Reranker:
 
         Raises:
             TypeError: the query or a document is not a str (the message names its position).
-            ValueError: ``top_n < 1``; a threshold outside [0, 1] for normalised scores.
+            ValueError: ``top_n < 1``; a threshold outside [0, 1] for normalised scores; a text
+                holding a lone surrogate (the message names the text and the character position).
         """
         query = check_query(query)
         documents = check_documents(documents)
+        _note_blank_query(query, "query")
         return self._rank([query] * len(documents), documents, [(0, len(documents))], top_n, score_threshold)[0]
 
     def score_many(
@@ -499,13 +574,7 @@ class Reranker:
             ValueError: NaN, or outside [0, 1] while scores are normalised (such a
                 threshold would drop everything or nothing).
         """
-        value = check_score_threshold(value)
-        if value is not None and self.normalize != "none" and not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"score_threshold={value} is outside [0, 1], the range of the reranker's "
-                f"{self.normalize!r} scores; use a value in [0, 1] or a Reranker with normalize='none'"
-            )
-        return value
+        return check_score_threshold(value, self.normalize)
 
     @property
     def backend(self) -> Backend:
@@ -535,6 +604,7 @@ class Reranker:
         for qi, (query, docs) in enumerate(zip(queries, documents_per_query, strict=True)):
             query = check_query(query, f"queries[{qi}]")
             docs = check_documents(docs, f"documents_per_query[{qi}]")
+            _note_blank_query(query, f"queries[{qi}]")
             start = len(flat_d)
             flat_q.extend([query] * len(docs))
             flat_d.extend(docs)
@@ -749,3 +819,8 @@ class Reranker:
             + f"device={str(self.device)!r}, dtype={self.dtype!r}, engine={self.engine!r})"
         )
 
+
+
+def _restore_reranker(cls: type[Reranker], options: dict[str, Any]) -> Reranker:
+    """Unpickle a :class:`Reranker` from its :meth:`Reranker.options`."""
+    return cls(**options)

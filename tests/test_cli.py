@@ -332,3 +332,72 @@ def test_score_errors(tmp_path, capsys, monkeypatch):
     assert "no passages" in line
     line = assert_one_error(capsys, main(["score", "--reranker", str(tmp_path / "x"), "--query", "q", "p"]))
     assert "does not exist" in line
+
+
+# --------------------------------------------------------------------------- hostile input and outputs
+
+
+def test_output_flags_naming_one_file_are_refused(tmp_path, tiny_squad, tiny_args, capsys):
+    """Before: --json-out X --plot X silently overwrote the report with the PNG after the whole run."""
+    same = tmp_path / "out.json"
+    line = assert_one_error(capsys, main(["eval", "--data", str(tiny_squad), *tiny_args, "--json-out", str(same),
+                                          "--plot", str(same)]), expected_rc=2)
+    assert line == f"{ERROR}--json-out and --plot name the same file {str(same)!r}"
+    data = tmp_path / "data.json"
+    shutil.copy(tiny_squad, data)
+    line = assert_one_error(capsys, main(["eval", "--data", str(data), *tiny_args, "--json-out", str(data)]),
+                            expected_rc=2)
+    assert "--data and --json-out name the same file" in line
+    assert not same.exists() and data.read_bytes() == tiny_squad.read_bytes()
+
+
+@pytest.mark.parametrize("flag", ["--json-out", "--plot", "--embeddings"])
+def test_unwritable_outputs_fail_before_the_run(flag, tiny_squad, tiny_args, capsys, monkeypatch):
+    """Before: an unwritable target passed the early check and failed after the whole run
+    (for --embeddings naming a temporary file the user never gave)."""
+    target = Path("/proc") / "rerank-plugins-out.bin"  # /proc takes no new files, even for root
+    monkeypatch.setattr("rerank_plugins.evaluation.evaluate", lambda *a, **k: pytest.fail("the run started"))
+    line = assert_one_error(capsys, main(["eval", "--data", str(tiny_squad), *tiny_args, flag, str(target)]),
+                            expected_rc=2)
+    assert line.startswith(f"{ERROR}{flag}: cannot write {target}")
+    assert ".tmp" not in line
+
+
+def test_invalid_utf8_on_stdin_names_the_line(tiny_xlmr, capsys, monkeypatch):
+    """Before: bytes decoded with surrogateescape reached the tokenizer: "TextInputSequence must be str"."""
+    stdin = io.TextIOWrapper(io.BytesIO(b"first passage\nsecond \xff passage\n"), encoding="utf-8",
+                             errors="surrogateescape")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    line = assert_one_error(capsys, main(["score", "--reranker", str(tiny_xlmr), "--device", "cpu", "--query", "q"]))
+    assert line == f"{ERROR}stdin, line 2: not UTF-8 text (byte 0xff at offset 21)"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("ok\nbad \udcff\n"))  # a text stream that decoded leniently
+    line = assert_one_error(capsys, main(["score", "--reranker", str(tiny_xlmr), "--device", "cpu", "--query", "q"]))
+    assert line.startswith(f"{ERROR}stdin, line 2: not UTF-8 text")
+
+
+def test_undecodable_arguments_name_the_argument(tiny_xlmr, capsys):
+    line = assert_one_error(capsys, main(["score", "--reranker", str(tiny_xlmr), "--device", "cpu",
+                                          "--query", "q\udcff", "passage"]))
+    assert "--query contains a lone surrogate" in line
+    line = assert_one_error(capsys, main(["score", "--reranker", str(tiny_xlmr), "--device", "cpu",
+                                          "--query", "q", "ok", "b\udcffad"]))
+    assert "passage 1 contains a lone surrogate '\\udcff' at character 1" in line
+
+
+def test_squad_file_with_an_escaped_lone_surrogate_names_file_and_key(tmp_path, tiny_args, capsys):
+    """Before: a valid JSON escape "\\ud83d" ended eval inside the tokenizer, naming neither file nor key."""
+    data = tmp_path / "squad.json"
+    data.write_text('{"data": [{"paragraphs": [{"context": "A paragraph.", "qas": '
+                    '[{"id": "q1", "question": "Why \\ud83d?"}]}]}]}', encoding="utf-8")
+    line = assert_one_error(capsys, main(["eval", "--data", str(data), *tiny_args]))
+    assert line == (f"{ERROR}{data}: data[0].paragraphs[0].qas[0]: key 'question': lone surrogate '\\ud83d' "
+                    "at character 4 (not valid Unicode text)")
+
+
+def test_folder_without_tokenizer_exits_1_in_one_line(tmp_path, tiny_bert, capsys):
+    """Before: the command scored with an empty tokenizer and exited 0."""
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_bert / name, tmp_path / name)
+    line = assert_one_error(capsys, main(["score", "--reranker", str(tmp_path), "--device", "cpu", "--query", "q",
+                                          "passage"]))
+    assert str(tmp_path) in line and "no tokenizer files" in line

@@ -35,6 +35,14 @@ DTYPE_ENV = "RERANK_PLUGINS_DTYPE"
 _OFFSET_POSITION_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
 # Tokenizers without a configured limit report a huge sentinel for model_max_length.
 _UNSET_TOKENIZER_LIMIT = 1_000_000
+# The files a Hugging Face tokenizer is built from; a model folder needs some of them.
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+    "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model",
+)
+# Fewer regular (non-special) tokens than this is no real vocabulary: transformers 5 builds a
+# tokenizer of special tokens only from a folder without tokenizer files, and every word is unknown.
+_MIN_REAL_VOCABULARY = 100
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,14 @@ class Backend(ABC):
         Called under ``torch.inference_mode()`` and with :attr:`lock` held.
         """
 
+    def min_max_length(self, options: ScoringOptions) -> int:
+        """The smallest ``max_length`` that keeps one token of the query and one of the document.
+
+        A pair encoding adds the tokenizer's special tokens (``[CLS] q [SEP] d [SEP]``: 3 for BERT,
+        4 for XLM-RoBERTa); below their count plus two, tokenizers give up truncating.
+        """
+        return self.tokenizer.num_special_tokens_to_add(pair=True) + 2
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model_id={self.model_id!r}, device={str(self.device)!r}, "
@@ -292,6 +308,17 @@ def resolve_model_id(model: str | Path) -> str:
 
 
 def resolve_device(device: Any) -> torch.device:
+    """The torch device for ``device``; ``"auto"`` picks cuda, then mps, then cpu.
+
+    Checked before any weights load, the same way for every family.
+
+    Raises:
+        ValueError: not a device string, or a device this torch build or machine does not have.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     import torch
 
     if device is None or device == "auto":
@@ -302,9 +329,39 @@ def resolve_device(device: Any) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"invalid device {device!r}: {exc}") from None
+    _check_device_available(resolved)
+    return resolved
+
+
+def _check_device_available(device: torch.device) -> None:
+    import torch
+
+    kind = device.type
+    if kind in ("cpu", "meta"):
+        return
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        available = mps is not None and mps.is_available()
+        count = 1 if available else 0
+        reason = "this machine or torch build has no Metal (MPS) support"
+    else:
+        module = getattr(torch, kind, None)
+        available = bool(module is not None and hasattr(module, "is_available") and module.is_available())
+        count = module.device_count() if available and hasattr(module, "device_count") else 0
+        if kind == "cuda" and not torch.backends.cuda.is_built():
+            reason = f"torch {torch.__version__} was built without CUDA"
+        else:
+            reason = f"torch {torch.__version__} sees no {kind} device"
+    if not available:
+        raise ValueError(f"device={str(device)!r} is not available: {reason}; use device='cpu' or 'auto'")
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"device={str(device)!r} does not exist: {count} {kind} device(s) visible "
+            f"(indices 0 to {count - 1})"
+        )
 
 
 def resolve_dtype(dtype: Any, device: Any = "cpu") -> str:
@@ -456,6 +513,69 @@ def clear_model_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _key_locks.clear()
+
+
+def check_tokenizer(model_id: str, kind: str, tokenizer: Any) -> None:
+    """Refuse a tokenizer without a real vocabulary (a folder without tokenizer files).
+
+    transformers 5 builds a tokenizer of special tokens only when a folder holds
+    just ``config.json`` and weights; every word then becomes ``[UNK]`` and the
+    model scores garbage without any error.
+
+    Raises:
+        ModelLoadError: naming the folder and the tokenizer files it lacks.
+    """
+    vocab = tokenizer.get_vocab()
+    specials = set(getattr(tokenizer, "all_special_tokens", ()))
+    regular = sum(1 for token in vocab if token not in specials)
+    if regular >= _MIN_REAL_VOCABULARY:
+        return
+    path = Path(model_id)
+    if path.is_dir():
+        present = [name for name in TOKENIZER_FILES if (path / name).exists()]
+        if present:
+            detail = f"its tokenizer files ({', '.join(present)}) define no real vocabulary"
+        else:
+            detail = f"the folder has no tokenizer files (none of {', '.join(TOKENIZER_FILES)})"
+        fix = "copy the model's tokenizer files into the folder"
+    else:
+        detail = "the hub repository provides no usable tokenizer files"
+        fix = "use a repository or folder with the model's tokenizer"
+    raise ModelLoadError(
+        f"could not load {model_id!r} as a {kind} reranker: its tokenizer has only {regular} regular "
+        f"tokens ({len(vocab)} in all), so every word would be unknown: {detail}; {fix}"
+    ) from None
+
+
+def check_loaded_weights(model_id: str, kind: str, loading_info: dict[str, Any]) -> None:
+    """Refuse a model whose checkpoint lacks weights that transformers initialised at random.
+
+    ``loading_info`` is what ``from_pretrained(..., output_loading_info=True)``
+    returns; its ``missing_keys`` are the parameters newly initialised, e.g. a
+    classification head forced onto a model saved without one.
+
+    Raises:
+        ModelLoadError: naming the model, the kind and the missing weights.
+    """
+    missing = sorted(loading_info.get("missing_keys") or ())
+    if not missing:
+        return
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    raise ModelLoadError(
+        f"could not load {model_id!r} as a {kind} reranker: its checkpoint has no weights for {shown}; "
+        f"transformers would initialise them at random and the scores would mean nothing "
+        f"(is it a {kind} model? pass the right kind=, or kind='auto')"
+    ) from None
+
+
+def load_pretrained(model_id: str, kind: str, auto_class: Any, **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained(model_id, **kwargs)``, refusing randomly initialised weights."""
+    model, info = guarded_load(
+        model_id, kind, f"{auto_class.__name__}.from_pretrained",
+        lambda: auto_class.from_pretrained(model_id, output_loading_info=True, **kwargs),
+    )
+    check_loaded_weights(model_id, kind, info)
+    return model
 
 
 def guarded_load(model_id: str, kind: str, tried: str, loader: Callable[[], Any]) -> Any:

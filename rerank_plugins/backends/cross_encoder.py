@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rerank_plugins.backends.base import Backend, guarded_load, model_position_limit
+from rerank_plugins.backends.base import (
+    Backend,
+    check_tokenizer,
+    detect_kind,
+    guarded_load,
+    load_pretrained,
+    model_position_limit,
+)
 from rerank_plugins.backends.sequence_classification import (
     PairTokenizerMixin,
     check_num_labels,
@@ -37,6 +44,15 @@ class CrossEncoderBackend(PairTokenizerMixin, Backend):
         super().__init__(model_id, device=device, dtype=dtype)
         from sentence_transformers import CrossEncoder
 
+        if not _saved_as_cross_encoder(model_id):
+            # kind="cross-encoder" forced onto a model not saved as one: CrossEncoder would give a
+            # missing head random weights and only log it. Its loader reports nothing, so load
+            # the classification model once with transformers' loading info to check.
+            from transformers import AutoModelForSequenceClassification
+
+            load_pretrained(
+                model_id, self.kind, AutoModelForSequenceClassification, dtype=torch_dtype_for_engine(dtype, engine)
+            )
         self.cross_encoder: Any = guarded_load(
             model_id, self.kind, "sentence_transformers.CrossEncoder",
             lambda: CrossEncoder(
@@ -44,6 +60,7 @@ class CrossEncoderBackend(PairTokenizerMixin, Backend):
             ),
         )
         check_num_labels(model_id, self.kind, self.cross_encoder.num_labels)
+        check_tokenizer(model_id, self.kind, self.cross_encoder.tokenizer)
         self.tokenizer = self.cross_encoder.tokenizer
         self.model = self.cross_encoder.model
         self.cross_encoder.eval()
@@ -68,3 +85,11 @@ class CrossEncoderBackend(PairTokenizerMixin, Backend):
             self.model_input_names = model_inputs(self.model, self.tokenizer)
             self.engine = "torch"
             self.runner = lambda inputs: self.cross_encoder(inputs)["scores"]
+
+
+def _saved_as_cross_encoder(model_id: str) -> bool:
+    """Whether the model's own files mark it as a sentence-transformers CrossEncoder."""
+    try:
+        return detect_kind(model_id) == "cross-encoder"
+    except (OSError, ValueError):
+        return False

@@ -52,7 +52,9 @@ from rerank_plugins.backends.base import (
     PairEncoding,
     Row,
     ScoringOptions,
+    check_tokenizer,
     guarded_load,
+    load_pretrained,
     model_position_limit,
 )
 from rerank_plugins.errors import ModelLoadError
@@ -161,6 +163,10 @@ class Template(Protocol):
         """Raise ValueError when ``max_length`` leaves no room for the pair."""
         ...
 
+    def min_max_length(self) -> int:
+        """The smallest ``max_length`` this template can score a pair in."""
+        ...
+
 
 def _keep(ids: list[int], n: int, side: str) -> list[int]:
     """The tokenizer's truncation: keep ``n`` ids, cutting on ``side`` ("right" or "left")."""
@@ -257,6 +263,21 @@ class BgeGemmaTemplate:
     def check_max_length(self, max_length: int) -> None:
         return None
 
+    def min_max_length(self) -> int:
+        """The smallest ``max_length`` at which a query cut to ``max_length * 3 // 4`` tokens
+        still leaves room for ``<bos>``, the separator, the passage prefix and one passage token.
+
+        Below it the model card's truncation cannot fit the pair and leaves it uncut.
+        """
+        tok = self.tokenizer
+        query_min = len(tok(self.query_prefix, add_special_tokens=False)["input_ids"]) + 1
+        passage_prefix = tok(self.passage_prefix, add_special_tokens=False)["input_ids"]
+        rest = len(self.bos) + len(self.sep_ids) + len(passage_prefix) + 1
+        m = query_min + rest
+        while m * 3 // 4 < query_min or m - m * 3 // 4 < rest:
+            m += 1
+        return m
+
 
 class Qwen3Template:
     """Qwen3-Reranker's chat template; score = logit("yes") - logit("no") (the card's log-odds)."""
@@ -320,6 +341,10 @@ class Qwen3Template:
         """An empty query span at the prefix's end: windows never cut into the formatted query."""
         return pair.fixed
 
+    def min_max_length(self) -> int:
+        """The system prefix and the prompt suffix, plus one token of the pair."""
+        return len(self.prefix) + len(self.suffix) + 1
+
     def check_max_length(self, max_length: int) -> None:
         fixed = len(self.prefix) + len(self.suffix)
         if max_length <= fixed:
@@ -350,15 +375,13 @@ class LLMYesBackend(Backend):
             model_id, self.kind, "AutoTokenizer.from_pretrained",
             lambda: AutoTokenizer.from_pretrained(model_id),
         )
+        check_tokenizer(model_id, self.kind, tokenizer)
         if tokenizer.pad_token is None:  # as FlagEmbedding does
             if tokenizer.eos_token is None:
                 raise ModelLoadError(f"the tokenizer of {model_id!r} has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
-        model = guarded_load(
-            model_id, self.kind, "AutoModelForCausalLM.from_pretrained",
-            lambda: AutoModelForCausalLM.from_pretrained(model_id, dtype=getattr(torch, dtype)),
-        )
+        model = load_pretrained(model_id, self.kind, AutoModelForCausalLM, dtype=getattr(torch, dtype))
         self.model: Any = model.to(device).eval()
         self._keeps_last_only = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.model_type: str | None = getattr(self.model.config, "model_type", None)
@@ -428,6 +451,10 @@ class LLMYesBackend(Backend):
                 raise ValueError(f"unresolved template {options.template!r}; call resolve_options first")
             self._templates[key] = template
         return template
+
+    def min_max_length(self, options: ScoringOptions) -> int:
+        """The template's smallest ``max_length`` that still fits one token of the query and of the passage."""
+        return self.template_for(options).min_max_length()
 
     # ------------------------------------------------------------------ inputs
 

@@ -18,7 +18,9 @@ from rerank_plugins.backends.base import (
     PairEncoding,
     Row,
     ScoringOptions,
+    check_tokenizer,
     guarded_load,
+    load_pretrained,
     longest_first,
     model_position_limit,
     split_pair_encodings,
@@ -127,11 +129,9 @@ class SequenceClassificationBackend(PairTokenizerMixin, Backend):
             model_id, self.kind, "AutoTokenizer.from_pretrained",
             lambda: AutoTokenizer.from_pretrained(model_id),
         )
-        model = guarded_load(
-            model_id, self.kind, "AutoModelForSequenceClassification.from_pretrained",
-            lambda: AutoModelForSequenceClassification.from_pretrained(
-                model_id, dtype=torch_dtype_for_engine(dtype, engine)
-            ),
+        check_tokenizer(model_id, self.kind, self.tokenizer)
+        model = load_pretrained(
+            model_id, self.kind, AutoModelForSequenceClassification, dtype=torch_dtype_for_engine(dtype, engine)
         )
         self.model: Any = model.to(device).eval()
         check_num_labels(model_id, self.kind, self.model.config.num_labels)

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rerank_plugins._validation import find_surrogate
+
 __all__ = [
     "FORMATS",
     "DataFormatError",
@@ -157,6 +159,7 @@ def _as_id(value: Any, where: str) -> str:
     text = str(value)
     if not text.strip():
         raise DataFormatError(f"{where} is an empty id")
+    _check_unicode(text, where)
     return text
 
 
@@ -168,7 +171,15 @@ def _nonempty_str(obj: dict[str, Any], key: str, where: str) -> str:
         raise DataFormatError(f"{where}: key {key!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DataFormatError(f"{where}: key {key!r} is empty")
+    _check_unicode(value, f"{where}: key {key!r}")
     return value
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """JSON may escape a lone surrogate (``"\\ud83d"``): valid JSON, but no text a model can read."""
+    pos = find_surrogate(text)
+    if pos is not None:
+        raise DataFormatError(f"{where}: lone surrogate {text[pos]!r} at character {pos} (not valid Unicode text)")
 
 
 # --------------------------------------------------------------------------- SQuAD layout

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rerank_plugins.core import rank_order
-from rerank_plugins.evaluation._files import atomic_path
 from rerank_plugins.evaluation.metrics import METRICS, hit_curve, mean_metrics, smallest_k_near_best
 
 if TYPE_CHECKING:
@@ -166,11 +165,16 @@ class EvalReport:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     def write_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_json` to ``path`` (atomically: a temporary name, then a rename) and return it."""
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        return path
+        """Write :meth:`to_json` to ``path`` (atomically: a temporary file, then a rename) and return it.
+
+        Raises:
+            OSError: the file cannot be written (the message names ``path``); an existing
+                file at ``path`` is left unchanged.
+        """
+        from rerank_plugins._io import atomic_write
+
+        data = (self.to_json() + "\n").encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
 
     def recommended_k(self, tolerance: float = RECOMMEND_TOLERANCE) -> int | None:
         """The smallest swept ``retrieve_k`` within ``tolerance`` MRR@10 of the sweep's best (``None``: no sweep).

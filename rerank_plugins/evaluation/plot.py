@@ -17,8 +17,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rerank_plugins._io import atomic_write
 from rerank_plugins.errors import missing_extra
-from rerank_plugins.evaluation._files import atomic_path
 
 if TYPE_CHECKING:
     from rerank_plugins.evaluation.pipeline import EvalReport
@@ -32,7 +32,8 @@ def plot_hit_curves(report: EvalReport, path: str | Path, *, title: str | None =
     """Draw hit@k for k = 1 .. retrieve_k (retrieval) and 1 .. rerank_k (reranked) into a PNG.
 
     Uses matplotlib's object API with the Agg canvas, so no display and no
-    global backend change is needed. The file is PNG whatever its suffix.
+    global backend change is needed. The file is PNG whatever its suffix, written
+    atomically (a temporary file, then a rename).
 
     Args:
         report: an :class:`~rerank_plugins.evaluation.EvalReport` with its per-query outcomes.
@@ -46,6 +47,7 @@ def plot_hit_curves(report: EvalReport, path: str | Path, *, title: str | None =
     Raises:
         MissingExtraError: matplotlib is not installed.
         ValueError: the report holds no per-query outcomes.
+        OSError: the file cannot be written (the message names ``path``).
     """
     FigureCanvasAgg, Figure, MaxNLocator = _matplotlib()
     if not report.outcomes:
@@ -164,7 +166,4 @@ def _matplotlib() -> tuple[Any, Any, Any]:
 
 
 def _save(fig: Any, path: str | Path, dpi: int) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,11 +190,16 @@ def _load_cached(path: Path, meta: dict[str, Any]) -> np.ndarray | None:
 def _save(path: Path, embeddings: np.ndarray, meta: dict[str, Any]) -> None:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:  # a file object: numpy must not append ".npz" to the name
-        np.savez(fh, embeddings=embeddings, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    from rerank_plugins._io import atomic_write
+
+    # The embeddings are only a cache: a file that cannot be written costs a warning, not the run.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A file object: numpy must not append ".npz" to the name.
+        atomic_write(path, lambda fh: np.savez(fh, embeddings=embeddings, meta=np.array(json.dumps(meta))))
+    except OSError as exc:
+        logger.warning("could not save the corpus embeddings (%s); they are recomputed next time", exc)
+        return
     logger.info("saved corpus embeddings to %s", path)
 
 
@@ -245,7 +249,8 @@ class DenseIndex:
             doc_ids: corpus ids.
             texts: corpus texts, parallel to ``doc_ids``.
             cache: a ``.npz`` path: reused when it holds embeddings of this very
-                corpus by this very model, else (re)written after embedding.
+                corpus by this very model, else (re)written after embedding (atomically;
+                a file that cannot be written costs a warning, not the run).
             show_progress: a tqdm bar while embedding (``None``: on a terminal).
 
         Example:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins._validation import check_query, check_score_threshold, check_top_n
+from rerank_plugins._validation import check_query, check_score_threshold, check_top_n, is_blank, safe_deepcopy
 from rerank_plugins.core import Reranker, Result, select_results
 from rerank_plugins.errors import missing_extra
 
@@ -34,7 +34,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides langchain-core
     raise missing_extra("langchain-core", "langchain", exc) from exc
 
-from pydantic import ConfigDict, ValidationInfo, field_validator
+from pydantic import ConfigDict, ValidationInfo, field_serializer, field_validator
 
 __all__ = [
     "PREVIOUS_RELEVANCE_SCORE_KEY",
@@ -66,7 +66,8 @@ class RerankCompressor(BaseDocumentCompressor):
     ``score_threshold``, then keep the first ``top_n``.
 
     Every returned document is a NEW ``Document`` (same ``id``, ``page_content``
-    and metadata, the metadata dict copied) with these metadata keys:
+    and metadata, the metadata deep-copied; values that cannot be copied, such
+    as locks, are shared) with these metadata keys:
 
     * ``relevance_score``: the reranker's score, a Python ``float`` on the
       reranker's ``normalize`` scale (in [0, 1] with the default ``"sigmoid"``).
@@ -80,16 +81,23 @@ class RerankCompressor(BaseDocumentCompressor):
       ``previous_relevance_score_2``, ``previous_relevance_score_3``, ... so the
       plain key always holds the immediately preceding stage's score.
 
+    Documents whose ``page_content`` is empty or whitespace only are not scored
+    and not returned (a warning names their positions). The compressor pickles,
+    deep-copies and serialises (``model_dump``/``model_dump_json``, with the
+    reranker as its :meth:`Reranker.options`; ``model_validate`` takes them back).
+
     The caller's documents are never modified. When callbacks are given, the
     scores of all candidates (before the threshold and ``top_n`` cut) are sent
     to them as a custom event named ``"rerank_plugins.rerank"`` with data
-    ``{"query": str, "scores": [float, ...] in input order, "kept": [input indices in output order]}``.
+    ``{"query": str, "scores": [float, ...] in input order, "kept": [input indices in output order]}``
+    (``None`` for a document without text).
 
     Attributes:
         reranker: the :class:`rerank_plugins.Reranker` that scores. A model name
             or path may be given instead; it builds ``Reranker(path)`` with the
             default options, which shares the loaded model with every other
-            Reranker over the same path.
+            Reranker over the same path. A dict is taken as ``Reranker(**dict)``
+            (the form :meth:`Reranker.options` and ``model_dump`` give).
         top_n: how many documents to return (``None``: all that pass the threshold).
         score_threshold: drop documents scoring under this (``None``: keep all).
             It is on the reranker's ``normalize`` scale, so it must lie in
@@ -126,9 +134,16 @@ class RerankCompressor(BaseDocumentCompressor):
         if isinstance(value, (str, Path)):
             # ModelLoadError (an OSError) passes through pydantic unchanged.
             return Reranker(value)
+        if isinstance(value, dict):  # Reranker.options(), as model_dump writes it
+            return Reranker(**value)
         raise ValueError(
-            f"reranker must be a rerank_plugins.Reranker or a model name/path, got {type(value).__name__}"
+            "reranker must be a rerank_plugins.Reranker, a model name/path or a dict of Reranker options, "
+            f"got {type(value).__name__}"
         )
+
+    @field_serializer("reranker")
+    def _dump_reranker(self, value: Reranker) -> dict[str, Any]:
+        return value.options()
 
     @field_validator("top_n", "score_threshold", mode="before")
     @classmethod
@@ -179,15 +194,17 @@ class RerankCompressor(BaseDocumentCompressor):
             TypeError: ``query`` is not a str, or a document is not a ``Document`` or
                 its ``page_content`` is not a str (the message names its position).
         """
-        query, texts = self._check_inputs(documents, query)
+        query, scored, texts = self._check_inputs(documents, query)
         if not texts:
             return []
         results = self.reranker.rerank(query, texts)
-        output, kept = self._select(documents, results)
+        output, kept = self._select(documents, scored, results)
         if callbacks is not None:
             manager = CallbackManager.configure(inheritable_callbacks=callbacks)
             manager.on_custom_event(
-                RERANK_EVENT, self._event_data(query, results, kept), run_id=manager.parent_run_id
+                RERANK_EVENT,
+                self._event_data(query, len(documents), scored, results, kept),
+                run_id=manager.parent_run_id,
             )
         return output
 
@@ -202,27 +219,31 @@ class RerankCompressor(BaseDocumentCompressor):
         The event loop stays free while the model runs, and many concurrent
         calls are safe: they share the model under its lock.
         """
-        query, texts = self._check_inputs(documents, query)
+        query, scored, texts = self._check_inputs(documents, query)
         if not texts:
             return []
         results = await self.reranker.arerank(query, texts)
-        output, kept = self._select(documents, results)
+        output, kept = self._select(documents, scored, results)
         if callbacks is not None:
             manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
             await manager.on_custom_event(
-                RERANK_EVENT, self._event_data(query, results, kept), run_id=manager.parent_run_id
+                RERANK_EVENT,
+                self._event_data(query, len(documents), scored, results, kept),
+                run_id=manager.parent_run_id,
             )
         return output
 
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _check_inputs(documents: Any, query: Any) -> tuple[str, list[str]]:
+    def _check_inputs(documents: Any, query: Any) -> tuple[str, list[int], list[str]]:
+        """The query, the input positions of the documents to score, and their texts."""
         query = check_query(query)
         if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
             raise TypeError(
                 f"documents must be a sequence of Document (a list or tuple), got {type(documents).__name__}"
             )
+        scored: list[int] = []
         texts: list[str] = []
         for i, doc in enumerate(documents):
             if not isinstance(doc, Document):
@@ -233,32 +254,41 @@ class RerankCompressor(BaseDocumentCompressor):
                 raise TypeError(
                     f"documents[{i}].page_content must be a str, got {type(doc.page_content).__name__}"
                 )
+            if is_blank(doc.page_content):
+                continue
+            scored.append(i)
             texts.append(doc.page_content)
-        return query, texts
+        if len(scored) < len(documents):
+            skipped = sorted(set(range(len(documents))) - set(scored))
+            logger.warning("documents %s have no text; they are not scored and not returned", skipped)
+        return query, scored, texts
 
     def _select(
-        self, documents: Sequence[Document], results: list[Result]
+        self, documents: Sequence[Document], scored: list[int], results: list[Result]
     ) -> tuple[list[Document], list[int]]:
-        """Apply the threshold, then ``top_n``; build the new documents."""
+        """Apply the threshold, then ``top_n``; build the new documents; kept input positions."""
         results = select_results(results, top_n=self.top_n, score_threshold=self.score_threshold)
+        kept = [scored[r.index] for r in results]
         output = [
-            documents[r.index].model_copy(
+            documents[i].model_copy(
                 update={"metadata": {
-                    **_scored_metadata(documents[r.index].metadata, r.score),
+                    **_scored_metadata(documents[i].metadata, r.score),
                     RELEVANCE_SPAN_KEY: r.span,
                     RELEVANCE_WINDOWS_KEY: r.windows,
                 }}
             )
-            for r in results
+            for i, r in zip(kept, results, strict=True)
         ]
         logger.debug("reranked %d documents, kept %d", len(documents), len(output))
-        return output, [r.index for r in results]
+        return output, kept
 
     @staticmethod
-    def _event_data(query: str, results: list[Result], kept: list[int]) -> dict[str, Any]:
-        scores = [0.0] * len(results)
+    def _event_data(
+        query: str, n_documents: int, scored: list[int], results: list[Result], kept: list[int]
+    ) -> dict[str, Any]:
+        scores: list[float | None] = [None] * n_documents  # None: a document without text, not scored
         for r in results:
-            scores[r.index] = float(r.score)
+            scores[scored[r.index]] = float(r.score)
         return {"query": query, "scores": scores, "kept": kept}
 
     def __repr__(self) -> str:
@@ -271,8 +301,8 @@ class RerankCompressor(BaseDocumentCompressor):
 
 
 def _scored_metadata(metadata: dict[str, Any], score: float) -> dict[str, Any]:
-    """A copy of ``metadata`` with ``score`` as ``relevance_score``; earlier scores move aside."""
-    new = dict(metadata)
+    """A deep copy of ``metadata`` with ``score`` as ``relevance_score``; earlier scores move aside."""
+    new = dict(safe_deepcopy(metadata))
     if RELEVANCE_SCORE_KEY in new:
         # The chain of earlier scores, most recent first: relevance_score,
         # previous_relevance_score, previous_relevance_score_2, ...

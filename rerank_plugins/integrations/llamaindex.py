@@ -17,12 +17,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rerank_plugins._validation import check_query, check_score_threshold, check_top_n
+from rerank_plugins._validation import (
+    check_query,
+    check_score_threshold,
+    check_top_n,
+    is_blank,
+    safe_deepcopy,
+)
 from rerank_plugins.core import Reranker, Result, select_results
 from rerank_plugins.errors import missing_extra
 
 try:
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+    from llama_index.core.bridge.pydantic import (
+        ConfigDict,
+        Field,
+        PrivateAttr,
+        ValidationInfo,
+        field_validator,
+        model_validator,
+    )
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -43,6 +56,11 @@ RELEVANCE_SPAN_KEY = "relevance_span"
 RELEVANCE_WINDOWS_KEY = "relevance_windows"
 """Node metadata key of how many windows of a long passage were scored (1 when it fit)."""
 
+# Reranker constructor options other than the model (see Reranker.options()).
+_OPTION_NAMES = frozenset(
+    {"kind", "normalize", "batch_size", "max_length", "device", "dtype", "prompt", "query_prefix", "passage_prefix"}
+)
+
 
 class RerankPostprocessor(BaseNodePostprocessor):
     """Rerank retrieved nodes with a cross-encoder, sequence-classification or LLM reranker.
@@ -52,17 +70,28 @@ class RerankPostprocessor(BaseNodePostprocessor):
     drops nodes scoring below ``score_threshold``, keeps the best ``top_n`` and
     returns them best first. The caller's nodes are never modified: the result
     holds new ``NodeWithScore`` objects over copies of the nodes, each ``score``
-    a Python ``float`` (the reranker's normalised score).
+    a Python ``float`` (the reranker's normalised score). Nodes without text of
+    their own (an ``ImageNode``, an empty ``TextNode``) are not scored and not
+    returned; a warning names their positions.
+
+    Settings are validated at construction and on assignment. The postprocessor
+    serialises (``to_json``/``from_json``, ``to_dict``/``from_dict``,
+    ``model_dump``/``model_validate``, pickle, ``copy.deepcopy``) with every
+    setting of its Reranker: the field ``reranker`` holds the model's id and
+    ``reranker_options`` the rest of :meth:`Reranker.options`.
 
     Args:
         reranker: a :class:`~rerank_plugins.Reranker`, or a model name or path
-            (loaded as ``Reranker(reranker)``; the weights are shared with every
-            other Reranker over the same model). The field then holds the
-            model's id, so the postprocessor serialises to JSON.
+            (loaded as ``Reranker(reranker, **reranker_options)``; the weights are
+            shared with every other Reranker over the same model).
+        reranker_options: with a model name or path: the Reranker's other
+            constructor options (``normalize``, ``max_length``, ``batch_size``,
+            ``device``, ``dtype``, ...). Filled in from the Reranker when one is given.
         top_n: keep this many nodes (``None``: all that pass the threshold).
         score_threshold: drop nodes whose score is below this value, before
             ``top_n`` is applied. The score is the reranker's normalised one
-            (``sigmoid`` by default: a value in [0, 1]).
+            (``sigmoid`` by default: a value in [0, 1]), so the threshold must lie
+            in [0, 1] unless the reranker uses ``normalize="none"``.
         keep_retrieval_score: store each node's first-stage score in a copy of
             its metadata under ``"retrieval_score"`` (hidden from the text that
             embedding models, rerankers and LLMs read).
@@ -73,7 +102,8 @@ class RerankPostprocessor(BaseNodePostprocessor):
     Raises:
         TypeError: ``reranker`` is not a Reranker, str or Path; ``top_n`` or
             ``score_threshold`` has the wrong type.
-        ValueError: ``top_n < 1``; ``score_threshold`` is NaN; an unknown ``metadata_mode``.
+        ValueError: ``top_n < 1``; ``score_threshold`` is NaN or outside the scores' range;
+            an unknown ``metadata_mode`` or reranker option.
         rerank_plugins.ModelLoadError: the model cannot be loaded.
 
     Example:
@@ -87,8 +117,14 @@ class RerankPostprocessor(BaseNodePostprocessor):
         [0.981, 0.412, 0.007]
     """
 
+    model_config = ConfigDict(arbitrary_types_allowed=True, validate_assignment=True)
+
     reranker: str = Field(
         description="Model name or path of the reranker (a Reranker passed in is recorded by its model id)."
+    )
+    reranker_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The Reranker's other constructor options (Reranker.options() without 'model').",
     )
     top_n: int | None = Field(
         default=None, description="Number of nodes to return, best first (None: all)."
@@ -106,11 +142,14 @@ class RerankPostprocessor(BaseNodePostprocessor):
     )
 
     _reranker: Reranker | None = PrivateAttr(default=None)
+    # The (reranker, reranker_options) that _reranker was built from.
+    _built_from: tuple[str, dict[str, Any]] | None = PrivateAttr(default=None)
 
     def __init__(
         self,
         reranker: Reranker | str | Path,
         *,
+        reranker_options: dict[str, Any] | None = None,
         top_n: int | None = None,
         score_threshold: float | None = None,
         keep_retrieval_score: bool = False,
@@ -120,11 +159,15 @@ class RerankPostprocessor(BaseNodePostprocessor):
         # Checked here as well as by the field validators, so that bad values raise
         # plain TypeError / ValueError before any model is loaded.
         top_n = check_top_n(top_n)
-        score_threshold = check_score_threshold(score_threshold)
+        options = _check_options(reranker_options or {})
+        normalize = reranker.normalize if isinstance(reranker, Reranker) else options.get("normalize", "sigmoid")
+        score_threshold = check_score_threshold(score_threshold, normalize)
         metadata_mode = _check_metadata_mode(metadata_mode)
-        model = _as_reranker(reranker)
+        model = _as_reranker(reranker, options)
+        options = _options_of(model)
         super().__init__(
             reranker=model.model_id,
+            reranker_options=options,
             top_n=top_n,
             score_threshold=score_threshold,
             keep_retrieval_score=keep_retrieval_score,
@@ -132,12 +175,37 @@ class RerankPostprocessor(BaseNodePostprocessor):
             **kwargs,
         )
         self._reranker = model
+        self._built_from = (model.model_id, options)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "reranker":
+            # Assigning a model swaps the Reranker itself, with its options; nothing changes
+            # when the new reranker's scale does not fit the threshold.
+            model = _as_reranker(value, {})
+            check_score_threshold(self.score_threshold, model.normalize)
+            options = _options_of(model)
+            super().__setattr__("reranker_options", options)
+            super().__setattr__("reranker", model.model_id)
+            self._reranker = model
+            self._built_from = (model.model_id, options)
+            return
+        super().__setattr__(name, value)
 
     @classmethod
     def class_name(cls) -> str:
         return "RerankPostprocessor"
 
     # ------------------------------------------------------------------ validation
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_reranker(cls, data: Any) -> Any:
+        """``model_validate({"reranker": Reranker(...)})`` keeps the Reranker's options."""
+        if isinstance(data, dict) and isinstance(data.get("reranker"), Reranker):
+            model = data["reranker"]
+            data = {**data, "reranker": model.model_id}
+            data.setdefault("reranker_options", _options_of(model))
+        return data
 
     @field_validator("reranker", mode="before")
     @classmethod
@@ -150,6 +218,13 @@ class RerankPostprocessor(BaseNodePostprocessor):
             raise TypeError(f"reranker must be a Reranker, str or Path, got {type(value).__name__}")
         return value
 
+    @field_validator("reranker_options", mode="before")
+    @classmethod
+    def _validate_options(cls, value: Any, info: ValidationInfo) -> dict[str, Any]:
+        options = _check_options(value)
+        check_score_threshold(info.data.get("score_threshold"), options.get("normalize", "sigmoid"))
+        return options
+
     @field_validator("top_n", mode="before")
     @classmethod
     def _validate_top_n(cls, value: Any) -> int | None:
@@ -157,18 +232,26 @@ class RerankPostprocessor(BaseNodePostprocessor):
 
     @field_validator("score_threshold", mode="before")
     @classmethod
-    def _validate_threshold(cls, value: Any) -> float | None:
-        return check_score_threshold(value)
+    def _validate_threshold(cls, value: Any, info: ValidationInfo) -> float | None:
+        options = info.data.get("reranker_options") or {}
+        return check_score_threshold(value, options.get("normalize", "sigmoid"))
+
+    @field_validator("metadata_mode", mode="before")
+    @classmethod
+    def _validate_metadata_mode(cls, value: Any) -> MetadataMode:
+        return _check_metadata_mode(value)
 
     # ------------------------------------------------------------------ public helpers
 
     @property
     def reranker_instance(self) -> Reranker:
         """The :class:`~rerank_plugins.Reranker` that scores the nodes."""
-        if self._reranker is None:
-            # Built through model_validate / model_construct rather than __init__:
-            # load (or reuse) the shared model from the recorded id.
-            self._reranker = Reranker(self.reranker)
+        wanted = (self.reranker, dict(self.reranker_options))
+        if self._reranker is None or self._built_from != wanted:
+            # Built through model_validate / model_construct rather than __init__, or the
+            # options were assigned: load (or reuse) the shared model from the fields.
+            self._reranker = Reranker(self.reranker, **self.reranker_options)
+            self._built_from = wanted
         return self._reranker
 
     # ------------------------------------------------------------------ postprocessing
@@ -178,10 +261,10 @@ class RerankPostprocessor(BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        query, texts = self._prepare(nodes, query_bundle)
+        query, scored, texts = self._prepare(nodes, query_bundle)
         if not texts:
             return []
-        with self._reranking(nodes, query_bundle, query) as done:
+        with self._reranking(nodes, scored, query_bundle, query) as done:
             return done(self.reranker_instance.rerank(query, texts))
 
     @dispatcher.span
@@ -190,16 +273,20 @@ class RerankPostprocessor(BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        query, texts = self._prepare(nodes, query_bundle)
+        query, scored, texts = self._prepare(nodes, query_bundle)
         if not texts:
             return []
-        with self._reranking(nodes, query_bundle, query) as done:
+        with self._reranking(nodes, scored, query_bundle, query) as done:
             # Scoring runs in a worker thread; the event loop stays free.
             return done(await self.reranker_instance.arerank(query, texts))
 
     @contextmanager
     def _reranking(
-        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, query: str
+        self,
+        nodes: list[NodeWithScore],
+        scored: list[NodeWithScore],
+        query_bundle: QueryBundle | None,
+        query: str,
     ) -> Iterator[Callable[[list[Result]], list[NodeWithScore]]]:
         """Start/end instrumentation events and the RERANKING callback event around one scoring.
 
@@ -211,7 +298,7 @@ class RerankPostprocessor(BaseNodePostprocessor):
         ) as event:
 
             def done(results: list[Result]) -> list[NodeWithScore]:
-                reranked = self._select(nodes, results)
+                reranked = self._select(scored, results)
                 event.on_end(payload={EventPayload.NODES: reranked})
                 dispatcher.event(ReRankEndEvent(nodes=reranked))
                 return reranked
@@ -220,18 +307,31 @@ class RerankPostprocessor(BaseNodePostprocessor):
 
     def _prepare(
         self, nodes: Sequence[NodeWithScore], query_bundle: QueryBundle | None
-    ) -> tuple[str, list[str]]:
+    ) -> tuple[str, list[NodeWithScore], list[str]]:
+        """The query, the nodes that have text of their own, and the texts the reranker reads."""
         if query_bundle is None:
             raise ValueError(f"{self.class_name()} needs a query: pass query_bundle or query_str")
         query = check_query(query_bundle.query_str, "query_bundle.query_str")
         if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
             raise TypeError(f"nodes must be a list of NodeWithScore, got {type(nodes).__name__}")
-        texts = []
+        scored: list[NodeWithScore] = []
+        texts: list[str] = []
+        skipped: list[int] = []
         for i, item in enumerate(nodes):
             if not isinstance(item, NodeWithScore):
                 raise TypeError(f"nodes[{i}] must be a NodeWithScore, got {type(item).__name__}")
+            own_text = item.node.get_content(metadata_mode=MetadataMode.NONE)
+            if not isinstance(own_text, str) or is_blank(own_text):
+                skipped.append(i)  # an ImageNode or empty node: nothing a text reranker can judge
+                continue
+            scored.append(item)
             texts.append(item.node.get_content(metadata_mode=self.metadata_mode))
-        return query, texts
+        if skipped:
+            logger.warning(
+                "%s: nodes %s have no text (image or empty nodes); they are not scored and not returned",
+                self.class_name(), skipped,
+            )
+        return query, scored, texts
 
     def _select(self, nodes: Sequence[NodeWithScore], results: list[Result]) -> list[NodeWithScore]:
         """Threshold, then top_n, over results sorted best first; copies of the kept nodes."""
@@ -241,7 +341,8 @@ class RerankPostprocessor(BaseNodePostprocessor):
         return kept
 
     def _copy(self, item: NodeWithScore, result: Result) -> NodeWithScore:
-        node = item.node.model_copy(deep=True)
+        # A deep copy, field by field, that shares what cannot be copied (a lock in the metadata).
+        node = item.node.model_copy(update={k: safe_deepcopy(v) for k, v in item.node.__dict__.items()})
         added = {RELEVANCE_SPAN_KEY: result.span, RELEVANCE_WINDOWS_KEY: result.windows}
         if self.keep_retrieval_score:
             added[RETRIEVAL_SCORE_KEY] = None if item.score is None else float(item.score)
@@ -278,9 +379,28 @@ def _check_metadata_mode(value: Any) -> MetadataMode:
         raise ValueError(f"metadata_mode must be a MetadataMode or one of {choices}; got {value!r}") from None
 
 
-def _as_reranker(reranker: Any) -> Reranker:
+def _check_options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"reranker_options must be a dict, got {type(value).__name__}")
+    unknown = sorted(str(k) for k in value if k not in _OPTION_NAMES)
+    if unknown:
+        raise ValueError(
+            f"unknown reranker option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_OPTION_NAMES))}"
+        )
+    return dict(value)
+
+
+def _options_of(model: Reranker) -> dict[str, Any]:
+    options = model.options()
+    del options["model"]
+    return options
+
+
+def _as_reranker(reranker: Any, options: dict[str, Any]) -> Reranker:
     if isinstance(reranker, Reranker):
+        if options and any(_options_of(reranker).get(k) != v for k, v in options.items()):
+            raise ValueError("pass reranker_options with a model name or path, not with a Reranker instance")
         return reranker
     if isinstance(reranker, (str, Path)):
-        return Reranker(reranker)
+        return Reranker(reranker, **options)
     raise TypeError(f"reranker must be a Reranker, str or Path, got {type(reranker).__name__}")

@@ -147,12 +147,11 @@ def test_query_beyond_three_quarters_of_max_length(tiny_gemma):
     assert np.abs(got - ref).max() <= 1e-5
 
 
-def test_pair_that_cannot_fit_is_left_as_prepare_for_model_did(tiny_gemma):
-    """With a tiny max_length the query part alone fills it: nothing is cut (as in transformers 4)."""
-    pairs = [(" ".join(_tiny.ENGLISH[:3]), "short passage")]
-    ref = reference_scores(tiny_gemma, pairs, max_length=8)
-    got = ours(tiny_gemma, pairs, max_length=8)
-    assert np.abs(got - ref).max() <= 1e-5
+def test_max_length_too_small_for_the_pair_is_refused(tiny_gemma):
+    """With a tiny max_length the query part alone would fill it and the passage would go to the
+    model uncut (as prepare_for_model did); such a max_length is refused at construction."""
+    with pytest.raises(ValueError, match="max_length=8 is below the minimum"):
+        Reranker(tiny_gemma, max_length=8)
 
 
 def test_left_and_right_padding_tokenizers_give_the_same_scores(tiny_gemma, tiny_gemma_right):

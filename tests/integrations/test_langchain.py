@@ -154,7 +154,8 @@ def test_unknown_fields_are_rejected(reranker):
 
 def test_reranker_of_the_wrong_type_is_rejected():
     with pytest.raises(
-        ValidationError, match=r"reranker must be a rerank_plugins\.Reranker or a model name/path, got int"
+        ValidationError,
+        match=r"reranker must be a rerank_plugins\.Reranker, a model name/path or a dict of Reranker options, got int",
     ):
         RerankCompressor(reranker=42)
 
@@ -608,3 +609,68 @@ def test_example_runs_offline_with_a_local_reranker(example, ms_marco_dir, capsy
     ranked = [line for line in after.splitlines() if re.match(r"\s+\d+\. \[\d\.\d{3}\] \(was +\d+\)", line)]
     assert len(ranked) == 3
     assert example.CORPUS[0] in ranked[0]  # "Paris is the capital ..." first
+
+
+# --------------------------------------------------------------------------- hostile input (issue 12)
+
+
+def test_compressor_pickles_deep_copies_and_dumps_with_the_rerankers_settings(tiny_bert):
+    """Before: "cannot pickle '_thread.lock' object"; model_dump_json failed on the Reranker."""
+    reranker = Reranker(tiny_bert, normalize="none", batch_size=3, max_length=64)
+    compressor = RerankCompressor(reranker=reranker, top_n=2, score_threshold=-0.5)
+    docs = make_docs()
+    want = [(d.id, d.metadata[RELEVANCE_SCORE_KEY]) for d in compressor.compress_documents(docs, QUERY)]
+    dumped = compressor.model_dump_json()
+    assert '"normalize":"none"' in dumped and '"max_length":64' in dumped
+    copies = (pickle_round_trip(compressor), copy.deepcopy(compressor), RerankCompressor.model_validate_json(dumped),
+              RerankCompressor.model_validate(compressor.model_dump()))
+    for again in copies:
+        assert again.reranker.options() == reranker.options()
+        assert again.reranker.backend is reranker.backend  # the shared model, not a copy
+        assert (again.top_n, again.score_threshold) == (2, -0.5)
+        assert [(d.id, d.metadata[RELEVANCE_SCORE_KEY]) for d in again.compress_documents(docs, QUERY)] == want
+
+
+def pickle_round_trip(obj):
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
+
+
+def test_output_metadata_is_a_deep_copy_and_uncopyable_values_are_shared(reranker):
+    """Before: the metadata was copied shallowly: changing a nested value changed the caller's document."""
+    lock = threading.Lock()
+    docs = make_docs()
+    docs[0].metadata["lock"] = lock
+    before = copy.deepcopy([d.metadata for d in docs[1:]])
+    out = RerankCompressor(reranker=reranker, top_n=None).compress_documents(docs, QUERY)
+    for doc in out:
+        doc.metadata["tags"][1]["n"] = -1
+        doc.metadata["tags"].append("changed")
+    assert [d.metadata for d in docs[1:]] == before
+    assert docs[0].metadata["tags"] == ["t", {"n": 0}]
+    assert next(d for d in out if d.id == "doc-0").metadata["lock"] is lock
+
+
+def test_documents_without_text_are_not_scored(reranker, caplog):
+    """Before: an empty page_content was scored as "" and could outrank real passages."""
+    docs = make_docs()
+    docs.insert(2, Document(page_content="", id="empty"))
+    docs.insert(5, Document(page_content="  \n", id="blank"))
+    recorder = Recorder()
+    out = RerankCompressor(reranker=reranker, top_n=None).compress_documents(
+        docs, QUERY, callbacks=[recorder]
+    )
+    assert [d.id for d in out] == [d.id for d in RerankCompressor(reranker=reranker, top_n=None).compress_documents(
+        make_docs(), QUERY)]
+    assert "documents [2, 5] have no text" in caplog.text
+    [(_, data, _)] = [e for e in recorder.events if e[0] == RERANK_EVENT]
+    assert data["scores"][2] is None and data["scores"][5] is None
+    assert [docs[i].id for i in data["kept"]] == [d.id for d in out]
+
+
+def test_numpy_integer_top_n(reranker):
+    import numpy as np
+
+    compressor = RerankCompressor(reranker=reranker, top_n=np.int64(2))
+    assert type(compressor.top_n) is int and len(compressor.compress_documents(make_docs(), QUERY)) == 2

@@ -8,9 +8,12 @@ the real ms-marco cross-encoder over one SQuAD article (skipped without ../share
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import importlib
 import json
+import logging
+import math
 import os
 import pickle
 import subprocess
@@ -35,10 +38,10 @@ from llama_index.core.llms import MockLLM  # noqa: E402
 from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: E402
 from llama_index.core.query_engine import RetrieverQueryEngine  # noqa: E402
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
+from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
 from rerank_plugins import ModelLoadError, Reranker  # noqa: E402
-from rerank_plugins.integrations.llamaindex import RerankPostprocessor  # noqa: E402
+from rerank_plugins.integrations.llamaindex import RETRIEVAL_SCORE_KEY, RerankPostprocessor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "llamaindex_query_engine.py"
@@ -177,6 +180,7 @@ def test_is_a_node_postprocessor_and_serialises(tiny_bert, tiny_reranker):
     data = json.loads(pp.to_json())
     assert data == {
         "reranker": str(Path(tiny_bert).resolve()),
+        "reranker_options": {k: v for k, v in tiny_reranker.options().items() if k != "model"},
         "top_n": 3,
         "score_threshold": 0.25,
         "keep_retrieval_score": True,
@@ -280,9 +284,9 @@ def test_top_n_threshold_keep_combinations(tiny_reranker, nodes, top_n, threshol
     if threshold_rank is None:
         threshold = None
     elif threshold_rank == "above-all":
-        threshold = 1.5  # sigmoid scores lie in [0, 1]
+        threshold = math.nextafter(ranked[0][1], 1.0)  # just above the best score, still in [0, 1]
     elif threshold_rank == "below-all":
-        threshold = -0.5
+        threshold = 0.0
     else:
         threshold = ranked[threshold_rank][1]  # keeps exactly the first threshold_rank + 1 (no ties)
     pp = RerankPostprocessor(tiny_reranker, top_n=top_n, score_threshold=threshold, keep_retrieval_score=keep)
@@ -611,3 +615,122 @@ def test_example_fails_with_one_line_when_the_model_cannot_load(tmp_path):
     assert lines[0].startswith("error: ")
     assert "cross-encoder/ms-marco-MiniLM-L-12-v2" in lines[0]
     assert proc.stdout == ""
+
+
+# --------------------------------------------------------------------------- hostile input (issue 12)
+
+
+@pytest.fixture(scope="module")
+def raw_reranker(tiny_bert) -> Reranker:
+    """Settings that differ from every default: a round trip that drops them shows."""
+    return Reranker(tiny_bert, normalize="none", batch_size=3, max_length=64)
+
+
+def round_trips(pp: RerankPostprocessor) -> dict[str, RerankPostprocessor]:
+    return {
+        "json": RerankPostprocessor.from_json(pp.to_json()),
+        "dict": RerankPostprocessor.from_dict(json.loads(json.dumps(pp.to_dict()))),
+        "pickle": pickle.loads(pickle.dumps(pp)),
+        "model_validate": RerankPostprocessor.model_validate(pp.model_dump()),
+        "model_validate_json": RerankPostprocessor.model_validate_json(pp.model_dump_json()),
+        "deepcopy": copy.deepcopy(pp),
+    }
+
+
+def test_round_trips_keep_every_reranker_setting(raw_reranker, nodes, caplog):
+    """Before: round trips rebuilt Reranker(model) with default settings: raw logits of 10 became
+    sigmoids of 1.0 and a threshold of 0.5 meant something else; pickle logged a removed attribute."""
+    pp = RerankPostprocessor(raw_reranker, top_n=4, score_threshold=0.5)
+    want = ids_scores(pp.postprocess_nodes(nodes, query_str=QUERY))
+    with caplog.at_level(logging.WARNING):
+        copies = round_trips(pp)
+    assert "unpickleable" not in caplog.text
+    for name, again in copies.items():
+        assert again.reranker_instance.options() == raw_reranker.options(), name
+        assert again.reranker_instance.backend is raw_reranker.backend, name  # shared, not reloaded
+        assert (again.top_n, again.score_threshold) == (4, 0.5), name
+        assert ids_scores(again.postprocess_nodes(nodes, query_str=QUERY)) == want, name
+    assert want == expected(raw_reranker, nodes, top_n=4, threshold=0.5)
+
+
+def test_model_validate_with_a_reranker_keeps_its_settings(raw_reranker):
+    pp = RerankPostprocessor.model_validate({"reranker": raw_reranker, "score_threshold": 3.0})
+    assert pp.reranker_instance.options() == raw_reranker.options()
+
+
+def test_reranker_options_are_checked(tiny_bert, raw_reranker):
+    pp = RerankPostprocessor(str(tiny_bert), reranker_options={"normalize": "none", "max_length": 64})
+    assert pp.reranker_instance.normalize == "none" and pp.reranker_instance.max_length == 64
+    with pytest.raises(ValueError, match="unknown reranker option"):
+        RerankPostprocessor(str(tiny_bert), reranker_options={"normalise": "none"})
+    with pytest.raises(ValueError, match="not with a Reranker instance"):
+        RerankPostprocessor(raw_reranker, reranker_options={"normalize": "sigmoid"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"score_threshold": 5.0}, ValueError, r"score_threshold=5.0 is outside \[0, 1\]"),
+        ({"score_threshold": -0.1}, ValueError, r"outside \[0, 1\]"),
+        ({"top_n": np.int64(0)}, ValueError, "top_n must be >= 1"),
+    ],
+)
+def test_thresholds_off_the_score_scale_are_refused(tiny_reranker, kwargs, error, message):
+    """Before: score_threshold=5.0 with sigmoid scores was accepted and always returned []."""
+    with pytest.raises(error, match=message):
+        RerankPostprocessor(tiny_reranker, **kwargs)
+
+
+def test_assignments_are_validated_and_leave_the_postprocessor_unchanged(tiny_reranker, raw_reranker, nodes):
+    """Before: top_n=0 and score_threshold="0.5" were accepted after construction and failed later."""
+    pp = RerankPostprocessor(tiny_reranker, top_n=2, score_threshold=0.25)
+    for name, value, error in [("top_n", 0, ValueError), ("top_n", "3", TypeError),
+                               ("score_threshold", "0.5", TypeError), ("score_threshold", 5.0, ValueError),
+                               ("metadata_mode", "sometimes", ValueError)]:
+        with pytest.raises(error):
+            setattr(pp, name, value)
+        assert (pp.top_n, pp.score_threshold, pp.metadata_mode) == (2, 0.25, MetadataMode.EMBED)
+    pp.top_n = np.int64(3)
+    assert pp.top_n == 3 and type(pp.top_n) is int
+
+
+def test_assigning_a_reranker_scores_with_it(tiny_reranker, raw_reranker, tiny_xlmr, nodes):
+    """Before: the field changed but scoring kept the old model."""
+    pp = RerankPostprocessor(tiny_reranker)
+    xlmr = Reranker(tiny_xlmr)
+    pp.reranker = xlmr
+    assert pp.reranker_instance is xlmr and pp.reranker == xlmr.model_id
+    assert ids_scores(pp.postprocess_nodes(nodes, query_str=QUERY)) == expected(xlmr, nodes)
+    pp.reranker = raw_reranker  # raw logits: the options follow the reranker
+    assert pp.reranker_options["normalize"] == "none"
+    pp.score_threshold = 5.0  # allowed on the raw scale
+    with pytest.raises(ValueError, match="outside"):
+        pp.reranker = tiny_reranker  # sigmoid scores cannot meet 5.0: refused, nothing changes
+    assert pp.reranker_instance is raw_reranker and pp.reranker_options["normalize"] == "none"
+    pp.reranker_options = {**pp.reranker_options, "max_length": 32}
+    assert pp.reranker_instance.max_length == 32 and pp.reranker_instance.backend is raw_reranker.backend
+
+
+def test_uncopyable_metadata_and_model_dump_json(tiny_reranker, nodes):
+    """Before: a lock in a node's metadata crashed postprocessing (deep copy); model_dump_json failed."""
+    lock = threading.Lock()
+    nodes[0].node.metadata["handle"] = lock
+    nodes[0].node.excluded_embed_metadata_keys.append("handle")
+    pp = RerankPostprocessor(tiny_reranker, keep_retrieval_score=True)
+    out = pp.postprocess_nodes(nodes, query_str=QUERY)
+    first = next(n for n in out if n.node.node_id == "n0")
+    assert first.node.metadata["handle"] is lock and first.node is not nodes[0].node
+    assert RETRIEVAL_SCORE_KEY not in nodes[0].node.metadata
+    assert json.loads(pp.model_dump_json())["reranker_options"]["normalize"] == "sigmoid"
+
+
+def test_nodes_without_text_are_not_scored(tiny_reranker, nodes, caplog):
+    """Before: ImageNode and empty-text nodes were scored as "" and could outrank real passages."""
+    mixed = list(nodes)
+    mixed.insert(1, NodeWithScore(node=ImageNode(image="aGVsbG8=", metadata={"source": "img"}), score=0.9))
+    mixed.insert(4, NodeWithScore(node=TextNode(text="   ", metadata={"source": "blank"}), score=0.8))
+    pp = RerankPostprocessor(tiny_reranker)
+    out = pp.postprocess_nodes(mixed, query_str=QUERY)
+    assert ids_scores(out) == expected(tiny_reranker, nodes)
+    assert "nodes [1, 4] have no text" in caplog.text
+    assert pp.postprocess_nodes([mixed[1]], query_str=QUERY) == []
