@@ -55,7 +55,7 @@ class FinetuneReport:
         retrieval: the first stage alone on the held-out questions (``hit@1``,
             ``hit@3``, ``hit@10``, ``mrr@10``, ``ndcg@10``).
         base: the same after reranking with the base model (an untrained
-            head when the base had none).
+            head when the base had none); ``None`` when ``evaluate_base=False``.
         trained: the same after reranking with the trained model.
         timing: wall seconds per step and training throughput.
         config: data, split sizes, models and hyper-parameters.
@@ -63,7 +63,7 @@ class FinetuneReport:
     """
 
     retrieval: dict[str, float]
-    base: dict[str, float]
+    base: dict[str, float] | None
     trained: dict[str, float]
     timing: dict[str, float]
     config: dict[str, Any]
@@ -87,7 +87,8 @@ class FinetuneReport:
         """The before/after table: one row per metric, retrieval / base / trained columns."""
         rows = [("metric", "retrieval", "base", "trained")]
         for key in REPORT_METRICS:
-            rows.append((key, *(f"{getattr(self, col)[key]:.4f}" for col in ("retrieval", "base", "trained"))))
+            rows.append((key, *("-" if getattr(self, col) is None else f"{getattr(self, col)[key]:.4f}"
+                                 for col in ("retrieval", "base", "trained"))))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         cfg, t = self.config, self.timing
         lines = [
@@ -219,7 +220,8 @@ def _model_card(report: FinetuneReport, split: GroupSplit) -> str:
     cfg = report.config
     table = ["| metric | retrieval | base | trained |", "|---|---:|---:|---:|"]
     for key in REPORT_METRICS:
-        table.append(f"| {key} | {report.retrieval[key]:.4f} | {report.base[key]:.4f} | {report.trained[key]:.4f} |")
+        base = "-" if report.base is None else f"{report.base[key]:.4f}"
+        table.append(f"| {key} | {report.retrieval[key]:.4f} | {base} | {report.trained[key]:.4f} |")
     data = cfg["data"]
     data_line = ", ".join(f"{k}: `{v}`" for k, v in data.items() if k in ("format", "data", "corpus"))
     train = cfg["training"]
@@ -286,6 +288,8 @@ def finetune(
     dtype: str = "bfloat16",
     max_steps: int | None = None,
     seed: int = 0,
+    split_seed: int | None = None,
+    evaluate_base: bool = True,
     retrieve_k: int = 30,
     rerank_k: int = 10,
     eval_batch_size: int = 32,
@@ -320,7 +324,11 @@ def finetune(
         dtype: ``"bfloat16"`` (default: bf16 autocast, which is faster and learns
             well on CPUs and recent GPUs), ``"float16"`` (GPU) or ``"float32"``.
             The saved weights are float32 either way.
-        seed: the split, the samples, the new head and the data order.
+        seed: the new head's initial weights and the training data order.
+        split_seed: the split and the question samples (``None``: ``seed``); fix it
+            to compare training seeds on the same held-out questions.
+        evaluate_base: measure the base model too; ``False`` skips that (``base``
+            is then ``None``), e.g. when an earlier run already measured it.
         retrieve_k, rerank_k: the held-out two-stage evaluation (as ``rerank-plugins eval``).
         eval_batch_size: pairs per forward pass when reranking for evaluation.
         device: ``"auto"`` or a torch device string.
@@ -361,8 +369,10 @@ def finetune(
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}")
     if dtype not in TRAIN_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(TRAIN_DTYPES)}; got {dtype!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    for name, value in (("seed", seed), ("split_seed", split_seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    split_seed = seed if split_seed is None else split_seed
     if rerank_k > retrieve_k:
         raise ValueError(f"rerank_k ({rerank_k}) must not exceed retrieve_k ({retrieve_k})")
     output = Path(output).expanduser()
@@ -378,15 +388,23 @@ def finetune(
 
     # Data, split and samples.
     dataset = data if isinstance(data, Dataset) else load_dataset(data, format=format, corpus=corpus)
-    split = split_by_group(dataset, eval_fraction=eval_fraction, seed=seed)
+    split = split_by_group(dataset, eval_fraction=eval_fraction, seed=split_seed)
     available = (len(split.train.queries), len(split.eval.queries))
-    train_set = split.train.sample(train_queries, seed=seed)
-    eval_set = split.eval.sample(eval_queries, seed=seed)
-    split = GroupSplit(train_set, eval_set, split.train_groups, split.eval_groups, split.group_by, seed,
+    train_set = split.train.sample(train_queries, seed=split_seed)
+    eval_set = split.eval.sample(eval_queries, seed=split_seed)
+    split = GroupSplit(train_set, eval_set, split.train_groups, split.eval_groups, split.group_by, split_seed,
                        split.eval_fraction)
 
     timing: dict[str, float] = {}
     with _work_dir(output) as work:
+        # The base as a CrossEncoder (loaded first: a bad base fails before minutes of embedding),
+        # saved so the "base" column measures exactly the starting point.
+        start = time.perf_counter()
+        model, had_head = _load_base(base_id, max_length=max_length, device=str(torch_device), seed=seed)
+        base_dir = work / "base"
+        model.save(str(base_dir))
+        timing["load_base_s"] = time.perf_counter() - start
+
         # First stage: one corpus embedding, reused for mining (training corpus rows) and evaluation.
         start = time.perf_counter()
         if not isinstance(bi_encoder, BiEncoder):
@@ -408,22 +426,17 @@ def finetune(
         logger.info("mined %d training pairs (%d positives), skipped %d likely false negatives",
                     n_pairs, int(sum(pairs["label"])), skipped)
 
-        # The base as a CrossEncoder, saved so the "base" column measures exactly the starting point.
-        start = time.perf_counter()
-        model, had_head = _load_base(base_id, max_length=max_length, device=str(torch_device), seed=seed)
-        base_dir = work / "base"
-        model.save(str(base_dir))
-        timing["load_base_s"] = time.perf_counter() - start
-
         def measure(model_dir: Path) -> EvalReport:
             reranker = Reranker(str(model_dir), kind="cross-encoder", batch_size=eval_batch_size,
                                 max_length=max_length, device=device)
             return evaluate(eval_set, reranker, bi_encoder, retrieve_k=retrieve_k, rerank_k=rerank_k,
                             ks=_KS, index=full_index, show_progress=show_progress)
 
-        start = time.perf_counter()
-        base_report = measure(base_dir)
-        timing["eval_base_s"] = time.perf_counter() - start
+        base_report = None
+        if evaluate_base:
+            start = time.perf_counter()
+            base_report = measure(base_dir)
+            timing["eval_base_s"] = time.perf_counter() - start
         shutil.rmtree(base_dir, ignore_errors=True)
 
         start = time.perf_counter()
@@ -447,7 +460,7 @@ def finetune(
             "base": {"model": str(base), "path": base_id, "had_head": had_head},
             "bi_encoder": trained_report.config["bi_encoder"],
             "split": {
-                "group_by": split.group_by, "seed": seed, "eval_fraction": split.eval_fraction,
+                "group_by": split.group_by, "seed": split_seed, "eval_fraction": split.eval_fraction,
                 "train_groups": len(split.train_groups), "eval_groups": len(split.eval_groups),
                 "train_queries_available": available[0], "eval_queries_available": available[1],
             },
@@ -469,7 +482,7 @@ def finetune(
         }
         report = FinetuneReport(
             retrieval=_metrics(trained_report.retrieval),
-            base=_metrics(base_report.reranked),
+            base=None if base_report is None else _metrics(base_report.reranked),
             trained=_metrics(trained_report.reranked),
             timing=timing,
             config=config,
