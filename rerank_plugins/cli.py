@@ -434,6 +434,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rerank_plugins.training import finetune
 
+    if args.rerank_k < 10:
+        raise CLIError(f"--rerank-k must be at least 10 (the report goes to @10), got {args.rerank_k}", code=2)
     if args.rerank_k > args.retrieve_k:
         raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed --retrieve-k ({args.retrieve_k})", code=2)
     json_out = _check_output("--json-out", args.json_out)

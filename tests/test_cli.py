@@ -64,7 +64,7 @@ def test_help_explains_every_flag(capsys):
 
 def test_usage_errors_exit_2(capsys):
     assert main([]) == 2
-    assert "the following arguments are required: {eval,score}" in capsys.readouterr().err
+    assert "the following arguments are required: {eval,score,train}" in capsys.readouterr().err
     assert main(["eval", "--data", "x.json", "--queries", "0"]) == 2
     assert "--queries: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["eval"]) == 2

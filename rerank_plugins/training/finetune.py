@@ -188,7 +188,16 @@ def _pairs(mined: list[MinedQuery], text_of: dict[str, str]) -> dict[str, list[A
 
 
 def _metrics(values: dict[str, float]) -> dict[str, float]:
-    return {key: values[key] for key in REPORT_METRICS}
+    """The report's metrics; over a corpus of fewer than 10 documents, ``@10`` is ``@n`` (every document)."""
+    out = {}
+    for key in REPORT_METRICS:
+        if key not in values:
+            name = key.split("@")[0]
+            key_n = max((k for k in values if k.startswith(f"{name}@")), key=lambda k: int(k.split("@")[1]))
+            out[key] = values[key_n]
+        else:
+            out[key] = values[key]
+    return out
 
 
 @contextlib.contextmanager
@@ -373,6 +382,10 @@ def finetune(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     split_seed = seed if split_seed is None else split_seed
+    retrieve_k = _positive_int("retrieve_k", retrieve_k)
+    rerank_k = _positive_int("rerank_k", rerank_k)
+    if rerank_k < 10:
+        raise ValueError(f"rerank_k must be at least 10 (the report goes to hit@10, mrr@10, ndcg@10), got {rerank_k}")
     if rerank_k > retrieve_k:
         raise ValueError(f"rerank_k ({rerank_k}) must not exceed retrieve_k ({retrieve_k})")
     output = Path(output).expanduser()
