@@ -47,7 +47,7 @@ def tiny_args(tiny_bi_encoder, tiny_bert):
 def test_help_explains_every_flag(capsys):
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == {"eval", "score"}
+    assert set(subparsers) == {"eval", "score", "train"}
     for name, sub in subparsers.items():
         assert main([name, "--help"]) == 0
         text = capsys.readouterr().out

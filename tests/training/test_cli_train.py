@@ -59,6 +59,15 @@ def test_train_korean_korquad_layout(korquad_file, tiny_xlmr, tiny_bi_encoder, t
     assert "--output" in capsys.readouterr().err
 
 
+def test_train_help_lists_the_flags(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--data", "--format", "--corpus", "--base", "--output", "--bi-encoder", "--train-queries",
+                 "--eval-queries", "--negatives", "--mine-k", "--epochs", "--batch-size", "--learning-rate",
+                 "--seed", "--json-out", "--dtype", "--max-length", "--checkpoint-dir", "--overwrite"):
+        assert flag in text, flag
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
