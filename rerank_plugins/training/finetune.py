@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -202,10 +203,12 @@ def _metrics(values: dict[str, float]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def _work_dir(output: Path) -> Iterator[Path]:
-    """A fresh temporary directory beside ``output``, removed unless it was renamed away."""
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """A fresh temporary directory beside ``output``, removed unless it was renamed away.
+
+    Its name is new on every call: the shared model cache is keyed by path, so a second run
+    into the same ``output`` must not find the first run's models under the same name.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
         yield tmp
     finally:
