@@ -1,4 +1,4 @@
-"""The ``rerank-plugins`` command: ``eval`` (two-stage retrieval measurement), ``score``, ``serve`` and ``bulk``.
+"""The ``rerank-plugins`` command: ``eval``, ``score``, ``serve``, ``bulk``, ``train`` and ``bench``.
 
 Examples:
     rerank-plugins eval --data examples/data/squad_sample.json --queries 50 --seed 0 \\
@@ -12,6 +12,8 @@ Examples:
     rerank-plugins serve --model ./ms-marco-MiniLM-L-12-v2 --port 8080
     rerank-plugins bulk --input rows.jsonl --output scored.parquet --reranker ./model --top-n 10
     rerank-plugins bulk --input rows.parquet --output scored.parquet --reranker ./model --ray auto --concurrency 8
+    rerank-plugins train --data squad-dev.json --base ./plain-encoder --output ./my-reranker \\
+        --train-queries 2000 --eval-queries 300 --json-out train.json
 
 Exit status: 0 on success, 1 when the data or a model cannot be used (one line
 on stderr, starting ``rerank-plugins: error:``), 2 for invalid arguments, 130
@@ -200,14 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Rerank passages with cross-encoder-style models, and measure whether a\n"
                     "reranking second stage pays off on your data.",
-        epilog="Run 'rerank-plugins COMMAND --help' (eval, score, serve, bulk) for each command's "
+        epilog="Run 'rerank-plugins COMMAND --help' (eval, score, serve, bulk, train, bench) for each command's "
                "flags. Exit status: 0 ok, 1 data or model error, 2 invalid arguments, 130 interrupted.",
         formatter_class=_Formatter,
     )
     from rerank_plugins import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{eval,score,serve,bulk,bench}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{eval,score,serve,bulk,train,bench}", required=True)
 
     ev = sub.add_parser(
         "eval", formatter_class=_Formatter,
@@ -361,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --ray: GPUs per actor, e.g. 1 (default: %(default)s)")
     _add_model_options(bk)
     bk.set_defaults(handler=_cmd_bulk)
+    _add_train_parser(sub)
     return parser
 
 
@@ -386,18 +389,26 @@ def _add_serve_parser(sub: Any) -> None:
                     help="the reranker: a local model directory or a hub name (required)")
     sv.add_argument("--kind", choices=("auto", *KINDS), default="auto",
                     help="reranker family; 'auto' (the default) decides from the model's config files")
-    sv.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default: float32)")
+    sv.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                    help="auto (bf16 where the hardware has it), float32, bfloat16, float16, int8 "
+                         "(default: %(default)s)")
+    sv.add_argument("--engine", choices=ENGINES, default="auto",
+                    help="inference engine: auto (OpenVINO on CPU when installed), torch, openvino "
+                         "(default: %(default)s)")
+    sv.add_argument("--overflow", choices=OVERFLOWS, default="window",
+                    help="a pair longer than --max-length: 'window' (MaxP over overlapping windows) or 'truncate' "
+                         "(default: %(default)s)")
     sv.add_argument("--device", default="auto", help="torch device (default: %(default)s)")
     sv.add_argument("--normalize", choices=NORMALIZATIONS, default="sigmoid",
                     help="the scores of /v1/rerank and of /rerank without raw_scores (default: %(default)s)")
-    sv.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
-                    help="pairs per forward pass (default: %(default)s)")
+    sv.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                    help="at most B pairs per forward pass (default: no cap; bounded by --max-batch-tokens)")
     sv.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
                     help="truncation length in tokens (default: the model's own)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     sv.add_argument("--port", type=_int, default=8080, help="port (default: %(default)s)")
-    sv.add_argument("--max-batch-tokens", type=_positive_int, default=None, metavar="N",
-                    help="token budget per forward pass, passed to the Reranker (default: none)")
+    sv.add_argument("--max-batch-tokens", type=_positive_int, default=DEFAULT_MAX_BATCH_TOKENS, metavar="N",
+                    help="tokens (padding included) per forward pass (default: %(default)s)")
     sv.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, metavar="M",
                     help="how long a request may wait for others to share its batch (default: %(default)s)")
     sv.add_argument("--max-batch-pairs", type=_positive_int, default=d.max_batch_pairs, metavar="P",
@@ -416,6 +427,105 @@ def _add_serve_parser(sub: Any) -> None:
                     help="require 'Authorization: Bearer <key>', the key read from this environment variable")
     sv.add_argument("-v", "--verbose", action="store_true", help="log requests and each stage to stderr")
     sv.set_defaults(handler=_cmd_serve)
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
+    return value
+
+
+def _add_train_parser(sub: Any) -> None:
+    from rerank_plugins.training.finetune import TRAIN_DTYPES
+
+    tr = sub.add_parser(
+        "train", formatter_class=_Formatter,
+        help="fine-tune a cross-encoder on your data with hard negatives mined by the first stage",
+        description=(
+            "Split --data by document group (SQuAD layout: article; JSONL: the optional \"group\"\n"
+            "field, else each query), mine hard negatives for the training questions with the\n"
+            "first stage (bi-encoder + faiss, as 'eval'): the top-ranked non-positives of the top\n"
+            "--mine-k, skipping candidates that contain an answer text. Train --base with\n"
+            "sentence-transformers' CrossEncoderTrainer (binary cross-entropy), write a CrossEncoder\n"
+            "directory to --output (model card README.md, split.json, report.json), and print\n"
+            "held-out two-stage metrics for retrieval alone, the base model and the trained model.\n\n"
+            "--base may be a plain encoder (a new one-logit head is added) or a one-logit reranker\n"
+            "(trained further). Needs the train and eval extras."
+        ),
+        epilog="Example: rerank-plugins train --data squad-dev.json --base ./encoder --output ./my-reranker "
+               "--train-queries 2000 --eval-queries 300 --json-out train.json",
+    )
+    tr.add_argument("--data", required=True, metavar="PATH",
+                    help="the questions: a SQuAD-layout JSON file, or a JSONL queries file (required)")
+    tr.add_argument("--format", choices=("squad", "jsonl"), default=None,
+                    help="layout of --data (default: jsonl for *.jsonl files, squad otherwise)")
+    tr.add_argument("--corpus", metavar="PATH", default=None,
+                    help="the JSONL corpus, one {\"id\", \"text\"} per line (jsonl layout only)")
+    tr.add_argument("--base", required=True, metavar="MODEL",
+                    help="the model to train: a plain encoder or a one-logit reranker, a local directory "
+                         "or hub name (required)")
+    tr.add_argument("--output", required=True, metavar="DIR",
+                    help="directory for the trained CrossEncoder (must not exist unless --overwrite)")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing --output directory")
+    tr.add_argument("--bi-encoder", metavar="MODEL", default=None,
+                    help="first-stage model for mining and evaluation (default: the embedded all-MiniLM-L6-v2)")
+    tr.add_argument("--train-queries", type=_positive_int, default=None, metavar="N",
+                    help="train on a random sample of N training questions (default: all)")
+    tr.add_argument("--eval-queries", type=_positive_int, default=None, metavar="N",
+                    help="evaluate on a random sample of N held-out questions (default: all)")
+    tr.add_argument("--eval-fraction", type=_fraction, default=0.25, metavar="F",
+                    help="share of document groups held out (default: %(default)s)")
+    tr.add_argument("--negatives", type=_positive_int, default=3, metavar="K",
+                    help="hard negatives per training question (default: %(default)s)")
+    tr.add_argument("--mine-k", type=_positive_int, default=30, metavar="N",
+                    help="first-stage candidates retrieved per training question to mine from (default: %(default)s)")
+    tr.add_argument("--epochs", type=_positive_int, default=1, metavar="E", help="(default: %(default)s)")
+    tr.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+                    help="stop after N optimiser steps (overrides --epochs)")
+    tr.add_argument("--batch-size", type=_positive_int, default=16, metavar="B",
+                    help="training pairs per step (default: %(default)s)")
+    tr.add_argument("--learning-rate", type=_learning_rate, default=1e-4, metavar="LR",
+                    help="peak learning rate (default: %(default)s; about 2e-5 suits continued training "
+                         "of a reranker)")
+    tr.add_argument("--max-length", type=_positive_int, default=256, metavar="N",
+                    help="truncation length in tokens for training and evaluation (default: %(default)s)")
+    tr.add_argument("--dtype", choices=TRAIN_DTYPES, default="bfloat16",
+                    help="training precision: bfloat16 autocast (default; faster, and learns on CPU), "
+                         "float32, or float16 (GPU); weights are saved in float32")
+    tr.add_argument("--seed", type=_int, default=0, metavar="S",
+                    help="seed of the split, the samples, the new head and the data order (default: %(default)s)")
+    tr.add_argument("--retrieve-k", type=_positive_int, default=30, metavar="N",
+                    help="evaluation: candidates retrieved and reranked per question (default: %(default)s)")
+    tr.add_argument("--rerank-k", type=_positive_int, default=10, metavar="N",
+                    help="evaluation: candidates kept after reranking (default: %(default)s)")
+    tr.add_argument("--eval-batch-size", type=_positive_int, default=32, metavar="B",
+                    help="evaluation: pairs per reranker forward pass (default: %(default)s)")
+    tr.add_argument("--embeddings", metavar="PATH", default=None,
+                    help="save the corpus embeddings to this .npz file, and reuse it on later runs")
+    tr.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                    help="keep the trainer's checkpoints here (default: removed after training)")
+    tr.add_argument("--json-out", metavar="PATH", default=None,
+                    help="write the JSON report {retrieval, base, trained, timing, config, output} here")
+    tr.add_argument("--device", default="auto",
+                    help="torch device: auto (cuda, then mps, then cpu), cpu, cuda, ... (default: %(default)s)")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    tr.add_argument("-v", "--verbose", action="store_true",
+                    help="log each stage to stderr, and show the traceback of an unexpected error")
+    tr.set_defaults(handler=_cmd_train)
 
 
 # --------------------------------------------------------------------------- commands
@@ -489,7 +599,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             return Reranker(
                 args.model, kind=args.kind, normalize=args.normalize, batch_size=args.batch_size,
                 max_length=args.max_length, device=args.device, dtype=args.dtype,
-                max_batch_tokens=args.max_batch_tokens,
+                max_batch_tokens=args.max_batch_tokens, engine=args.engine, overflow=args.overflow,
             )
         except BaseException:
             server.should_exit = True  # a server that cannot score exits (status 1) instead of idling
@@ -624,6 +734,38 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         plot_sweep(report, sweep_plot_out)
         print(f"{PROG}: wrote the quality vs ms per query plot to {sweep_plot_out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rerank_plugins.training import finetune
+
+    if args.rerank_k < 10:
+        raise CLIError(f"--rerank-k must be at least 10 (the report goes to @10), got {args.rerank_k}", code=2)
+    if args.rerank_k > args.retrieve_k:
+        raise CLIError(f"--rerank-k ({args.rerank_k}) must not exceed --retrieve-k ({args.retrieve_k})", code=2)
+    json_out = _check_output("--json-out", args.json_out)
+    embeddings = _check_output("--embeddings", args.embeddings)
+    output = Path(args.output).expanduser()
+    if output.exists() and not args.overwrite:
+        raise CLIError(f"--output {args.output!r} already exists (add --overwrite to replace it)", code=2)
+    if not output.parent.is_dir():
+        raise CLIError(f"--output: directory {str(output.parent)!r} does not exist", code=2)
+    report = finetune(
+        args.data, format=args.format, corpus=args.corpus, base=args.base, output=output,
+        bi_encoder=args.bi_encoder, train_queries=args.train_queries, eval_queries=args.eval_queries,
+        eval_fraction=args.eval_fraction, negatives=args.negatives, mine_k=args.mine_k, epochs=args.epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_length=args.max_length, dtype=args.dtype, seed=args.seed, retrieve_k=args.retrieve_k,
+        rerank_k=args.rerank_k, eval_batch_size=args.eval_batch_size, device=args.device,
+        embeddings_cache=embeddings, checkpoint_dir=args.checkpoint_dir, overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+    )
+    print(report.format_table())
+    if json_out is not None:
+        report.write_json(json_out)
+        print(f"{PROG}: wrote the JSON report to {json_out}", file=sys.stderr)
+    print(f"{PROG}: wrote the trained reranker to {report.output}", file=sys.stderr)
     return 0
 
 

@@ -47,7 +47,7 @@ def tiny_args(tiny_bi_encoder, tiny_bert):
 def test_help_explains_every_flag(capsys):
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(subparsers) == {"eval", "score", "serve", "bulk", "bench"}
+    assert set(subparsers) == {"eval", "score", "serve", "bulk", "train", "bench"}
     for name, sub in subparsers.items():
         assert main([name, "--help"]) == 0
         text = capsys.readouterr().out
@@ -65,7 +65,7 @@ def test_help_explains_every_flag(capsys):
 
 def test_usage_errors_exit_2(capsys):
     assert main([]) == 2
-    assert "the following arguments are required: {eval,score,serve,bulk,bench}" in capsys.readouterr().err
+    assert "the following arguments are required: {eval,score,serve,bulk,train,bench}" in capsys.readouterr().err
     assert main(["eval", "--data", "x.json", "--queries", "0"]) == 2
     assert "--queries: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["eval"]) == 2

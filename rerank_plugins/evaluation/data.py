@@ -7,10 +7,15 @@ Two layouts load into one :class:`Dataset`:
   Every distinct paragraph text becomes one corpus document (duplicates are
   merged, so a question's gold is the paragraph *text* it was asked on);
   every question is a query whose one relevant document is its paragraph.
+  A query also records its article (``title``, else its position) as its
+  ``group`` and its answer texts (``answers`` as strings or ``{"text": ...}``
+  objects) as ``answers``; fine-tuning splits by group and uses the answers
+  to spot false negatives.
   Questions marked ``"is_impossible": true`` (SQuAD 2.0, KLUE MRC) are left
   out: their paragraph does not answer them.
 * **JSONL layout**: a queries file, one JSON object a line,
-  ``{"query": "...", "positives": ["doc-id", ...]}`` (optional ``"id"``), and a
+  ``{"query": "...", "positives": ["doc-id", ...]}`` (optional ``"id"``,
+  ``"group"`` and ``"answers"``: a list of answer strings), and a
   corpus file, one ``{"id": "...", "text": "..."}`` a line. Ids may be strings
   or integers (compared as strings); blank lines are skipped.
 
@@ -67,11 +72,17 @@ class Query:
         id: the query id (the question id in SQuAD layout, else its position).
         text: the query text.
         positives: ids of the relevant corpus documents (never empty).
+        group: the document group the query belongs to (its article in the
+            SQuAD layout, the optional ``group`` field in JSONL), or ``None``.
+        answers: known answer texts (may be empty). ``group`` and ``answers``
+            take no part in equality.
     """
 
     id: str
     text: str
     positives: frozenset[str]
+    group: str | None = field(default=None, compare=False)
+    answers: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,21 @@ def _check_unicode(text: str, where: str) -> None:
     pos = find_surrogate(text)
     if pos is not None:
         raise DataFormatError(f"{where}: lone surrogate {text[pos]!r} at character {pos} (not valid Unicode text)")
+def _answer_texts(raw: Any, where: str) -> tuple[str, ...]:
+    """Answer strings from a list of strings or ``{"text": str}`` objects; blank ones dropped."""
+    if raw is None:
+        return ()
+    _expect(raw, list, where)
+    texts: list[str] = []
+    for i, item in enumerate(raw):
+        text = item.get("text") if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            raise DataFormatError(
+                f"{where}[{i}] must be a string or an object with a string 'text', got {type(item).__name__}"
+            )
+        if text.strip() and text not in texts:
+            texts.append(text)
+    return tuple(texts)
 
 
 # --------------------------------------------------------------------------- SQuAD layout
@@ -237,6 +263,8 @@ def load_squad(path: str | Path) -> Dataset:
             raise DataFormatError(f"{where}: missing key 'paragraphs'")
         paragraphs = article["paragraphs"]
         _expect(paragraphs, list, f"{where}.paragraphs")
+        title = article.get("title")
+        group = title if isinstance(title, str) and title.strip() else f"data[{ai}]"
         for pi, paragraph in enumerate(paragraphs):
             pwhere = f"{where}.paragraphs[{pi}]"
             _expect(paragraph, dict, pwhere)
@@ -258,7 +286,8 @@ def load_squad(path: str | Path) -> Dataset:
                 if qid in seen_qids:  # ids must stay unique for per-query output
                     qid = f"{qid}#{len(queries)}"
                 seen_qids.add(qid)
-                queries.append(Query(qid, question, frozenset({doc_id})))
+                answers = _answer_texts(qa.get("answers"), f"{qwhere}.answers")
+                queries.append(Query(qid, question, frozenset({doc_id}), group, answers))
     if not texts:
         raise DataFormatError(f"{path}: no paragraphs found under 'data'")
     if not queries:
@@ -277,7 +306,8 @@ def load_jsonl(queries_path: str | Path, corpus_path: str | Path) -> Dataset:
     """Load the JSONL layout: a queries file and a corpus file.
 
     Args:
-        queries_path: one ``{"query": str, "positives": [id, ...], "id"?: str}`` a line.
+        queries_path: one ``{"query": str, "positives": [id, ...], "id"?: str, "group"?: str,
+            "answers"?: [str, ...]}`` a line.
         corpus_path: one ``{"id": str | int, "text": str}`` a line; ids unique.
 
     Raises:
@@ -325,7 +355,9 @@ def load_jsonl(queries_path: str | Path, corpus_path: str | Path) -> Dataset:
         if qid in seen_qids:
             raise DataFormatError(f"{where}: duplicate query id {qid!r}")
         seen_qids.add(qid)
-        queries.append(Query(qid, text, positives))
+        group = _as_id(obj["group"], f"{where}: key 'group'") if obj.get("group") is not None else None
+        answers = _answer_texts(obj.get("answers"), f"{where}: key 'answers'")
+        queries.append(Query(qid, text, positives, group, answers))
     if not queries:
         raise DataFormatError(f"{queries_path}: no queries (expected one {{\"query\", \"positives\"}} object a line)")
     logger.info("%s: %d queries over %d documents", queries_path, len(queries), len(ids))

@@ -1,0 +1,114 @@
+"""finetune() end to end with tiny models: report, saved CrossEncoder, model card, split; bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rerank_plugins import Reranker
+from rerank_plugins.training import REPORT_METRICS, finetune, split_by_group
+
+pytest.importorskip("faiss", reason="fine-tuning mines with the eval extra's faiss index")
+pytest.importorskip("datasets", reason="fine-tuning needs the train extra")
+
+SETTINGS = dict(eval_fraction=0.4, negatives=2, mine_k=6, batch_size=8, max_steps=2, max_length=64,
+                retrieve_k=10, rerank_k=10, device="cpu", seed=0, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_squad, tiny_bi_encoder):
+    """The tiny bi-encoder's plain BERT encoder (no head) trained on the tiny SQuAD-layout set."""
+    out = tmp_path_factory.mktemp("finetune") / "model"
+    report = finetune(tiny_squad, base=str(tiny_bi_encoder), output=out, bi_encoder=str(tiny_bi_encoder),
+                      **SETTINGS)
+    return report, out
+
+
+def test_report_shape(trained, tmp_path):
+    report, out = trained
+    d = report.to_dict()
+    assert list(d) == ["retrieval", "base", "trained", "timing", "config", "output"]
+    for column in ("retrieval", "base", "trained"):
+        assert list(d[column]) == list(REPORT_METRICS)
+        assert all(0.0 <= v <= 1.0 for v in d[column].values())
+    assert {"index_s", "mine_s", "load_base_s", "eval_base_s", "train_s", "eval_trained_s", "total_s",
+            "train_pairs_per_s"} <= set(report.timing)
+    cfg = report.config
+    assert cfg["base"]["had_head"] is False
+    assert cfg["split"] == {"group_by": "group", "seed": 0, "eval_fraction": 0.4, "train_groups": 3,
+                            "eval_groups": 2, "train_queries_available": cfg["train_queries"],
+                            "eval_queries_available": cfg["eval_queries"]}
+    assert cfg["train_queries"] + cfg["eval_queries"] == 38
+    # one positive + at most 2 negatives per training question
+    assert cfg["train_queries"] < cfg["train_pairs"] <= 3 * cfg["train_queries"]
+    assert cfg["training"]["max_steps"] == 2 and cfg["training"]["dtype"] == "bfloat16"
+    assert report.output == str(out)
+    table = report.format_table()
+    assert "mrr@10" in table and f"{report.trained['mrr@10']:.4f}" in table
+    path = report.write_json(tmp_path / "r.json")
+    assert json.loads(path.read_text(encoding="utf-8")) == json.loads(report.to_json())
+    assert json.loads((out / "report.json").read_text(encoding="utf-8")) == json.loads(report.to_json())
+
+
+def test_trained_column_is_the_two_stage_evaluation_of_the_saved_model(trained, tiny_squad, tiny_bi_encoder):
+    from rerank_plugins.evaluation import BiEncoder, evaluate, load_dataset
+
+    report, out = trained
+    held_out = split_by_group(load_dataset(tiny_squad), eval_fraction=0.4, seed=0).eval
+    again = evaluate(held_out, Reranker(str(out), max_length=64, device="cpu"),
+                     BiEncoder(str(tiny_bi_encoder), device="cpu"), retrieve_k=10, rerank_k=10, ks=(1, 3, 10))
+    assert report.trained == {k: again.reranked[k] for k in REPORT_METRICS}
+    assert report.retrieval == {k: again.retrieval[k] for k in REPORT_METRICS}
+
+
+def test_output_loads_as_cross_encoder_with_parity(trained, tiny_bi_encoder):
+    import torch
+    from safetensors.torch import load_file
+    from sentence_transformers import CrossEncoder
+
+    _, out = trained
+    reranker = Reranker(str(out), normalize="none", device="cpu")
+    assert reranker.kind == "cross-encoder"
+    pairs = [("capital of France?", "Paris is the capital and most populous city of France."),
+             ("서울", "서울은 대한민국의 수도이며 가장 큰 도시이다.")]
+    ours = reranker.score_many([q for q, _ in pairs], [[p] for _, p in pairs])
+    ref = CrossEncoder(str(out), device="cpu", activation_fn=torch.nn.Identity()).predict(pairs)
+    assert [row[0] for row in ours] == pytest.approx([float(x) for x in ref], abs=1e-5)
+    # the encoder's weights moved away from the base's
+    base = load_file(str(tiny_bi_encoder / "model.safetensors"))
+    trained_w = load_file(str(out / "model.safetensors"))
+    key = next(k for k in trained_w if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    base_key = next(k for k in base if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    assert not torch.equal(trained_w[key], base[base_key])
+
+
+def test_model_card_and_split_are_saved(trained, tiny_bi_encoder):
+    report, out = trained
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert str(tiny_bi_encoder) in card and "a new one-logit head" in card and "split by group" in card
+    for column in ("retrieval", "base", "trained"):
+        assert f"{getattr(report, column)['mrr@10']:.4f}" in card
+    split = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    assert len(split["eval_query_ids"]) == report.config["eval_queries"]
+    assert not set(split["train_query_ids"]) & set(split["eval_query_ids"])
+    assert not set(split["train_groups"]) & set(split["eval_groups"])
+    assert [p.name for p in out.parent.iterdir()] == ["model"]  # the temporary directory was renamed away
+
+
+def test_existing_output_and_bad_settings_fail_before_any_work(trained, tiny_squad, tiny_bi_encoder, tmp_path):
+    _, out = trained
+    with pytest.raises(FileExistsError, match="already exists"):
+        finetune(tiny_squad, base=str(tiny_bi_encoder), output=out)
+    bad = [
+        ({"dtype": "int8"}, ValueError, "dtype must be one of"),
+        ({"train_queries": 0}, ValueError, "train_queries must be a positive int"),
+        ({"learning_rate": -1.0}, ValueError, "learning_rate must be a positive number"),
+        ({"rerank_k": 5}, ValueError, "rerank_k must be at least 10"),
+        ({"retrieve_k": 10, "rerank_k": 20}, ValueError, r"rerank_k \(20\) must not exceed"),
+        ({"seed": "1"}, TypeError, "seed must be an int"),
+    ]
+    for kwargs, error, message in bad:
+        with pytest.raises(error, match=message):
+            finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", **kwargs)
+    assert not (tmp_path / "new").exists()
