@@ -401,3 +401,20 @@ def test_folder_without_tokenizer_exits_1_in_one_line(tmp_path, tiny_bert, capsy
     line = assert_one_error(capsys, main(["score", "--reranker", str(tmp_path), "--device", "cpu", "--query", "q",
                                           "passage"]))
     assert str(tmp_path) in line and "no tokenizer files" in line
+
+
+def test_score_prints_the_best_windows_span_and_takes_overflow(tiny_xlmr, capsys):
+    long_passage = "Paris is the capital and most populous city of France. " * 40
+    args = ["score", "--reranker", str(tiny_xlmr), "--device", "cpu", "--max-length", "64", "--stride", "16",
+            "--query", "capital of France?", long_passage, "Kimchi is food."]
+    assert main(args) == 0
+    windowed = json.loads(capsys.readouterr().out)["results"]
+    assert windowed[0]["windows"] > 1 and windowed[0]["truncated"] is False
+    a, b = windowed[0]["span"]
+    assert 0 <= a < b <= len(long_passage)
+    assert windowed[1]["windows"] == 1 and windowed[1]["span"] == [0, len("Kimchi is food.")]
+    assert main([*args, "--overflow", "truncate"]) == 0
+    truncated = json.loads(capsys.readouterr().out)["results"]
+    assert truncated[0]["windows"] == 1 and truncated[0]["truncated"] is True
+    assert main([*args, "--overflow", "cut"]) == 2
+    assert "invalid choice: 'cut'" in capsys.readouterr().err

@@ -56,7 +56,9 @@ def test_import_is_light():
 def test_result_is_frozen_with_fixed_fields(reranker):
     result = reranker.rerank(QUERY, DOCS)[0]
     assert isinstance(result, Result)
-    assert [f.name for f in dataclasses.fields(Result)] == ["index", "score", "logit", "text"]
+    assert [f.name for f in dataclasses.fields(Result)] == [
+        "index", "score", "logit", "text", "windows", "span", "truncated"
+    ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.score = 1.0  # type: ignore[misc]
     assert type(result.score) is float and type(result.logit) is float and type(result.index) is int
@@ -378,7 +380,7 @@ def test_token_batches_bound_padded_tokens():
 
 
 def test_short_pairs_fill_large_batches(tiny_xlmr, monkeypatch):
-    reranker = Reranker(tiny_xlmr, normalize="none", max_batch_tokens=2048)
+    reranker = Reranker(tiny_xlmr, normalize="none", max_batch_tokens=2048, overflow="truncate")
     sizes = []
     forward = reranker.backend.forward
 

@@ -39,6 +39,8 @@ from rerank_plugins import MissingExtraError, ModelLoadError, Reranker  # noqa: 
 from rerank_plugins.integrations.langchain import (  # noqa: E402
     PREVIOUS_RELEVANCE_SCORE_KEY,
     RELEVANCE_SCORE_KEY,
+    RELEVANCE_SPAN_KEY,
+    RELEVANCE_WINDOWS_KEY,
     RERANK_EVENT,
     RerankCompressor,
 )
@@ -92,7 +94,9 @@ def compression_retriever(
 
 
 def without_score(metadata: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metadata.items() if k != RELEVANCE_SCORE_KEY}
+    """The metadata less what the reranker adds (score, best window's span, windows scored)."""
+    added = {RELEVANCE_SCORE_KEY, RELEVANCE_SPAN_KEY, RELEVANCE_WINDOWS_KEY}
+    return {k: v for k, v in metadata.items() if k not in added}
 
 
 def format_docs(docs: list[Document]) -> str:
@@ -234,6 +238,8 @@ def test_scores_and_order_equal_the_rerankers(reranker):
     assert [d.id for d in out] == [f"doc-{r.index}" for r in expected]
     scores = [d.metadata[RELEVANCE_SCORE_KEY] for d in out]
     assert scores == [r.score for r in expected]  # exactly the core's scores
+    assert [d.metadata[RELEVANCE_SPAN_KEY] for d in out] == [r.span for r in expected]
+    assert [d.metadata[RELEVANCE_WINDOWS_KEY] for d in out] == [r.windows for r in expected]
     assert all(type(s) is float for s in scores)
     assert scores == sorted(scores, reverse=True)
     for d, r in zip(out, expected, strict=True):
@@ -277,7 +283,7 @@ def test_a_previous_relevance_score_is_kept_aside(reranker):
     assert by_id["doc-1"][RELEVANCE_SCORE_KEY] == new_scores[TEXTS[1]]
     # No earlier score: no extra key.
     assert PREVIOUS_RELEVANCE_SCORE_KEY not in by_id["doc-2"]
-    assert set(by_id["doc-3"]) == {"source", "tags", RELEVANCE_SCORE_KEY}
+    assert set(by_id["doc-3"]) == {"source", "tags", RELEVANCE_SCORE_KEY, RELEVANCE_SPAN_KEY, RELEVANCE_WINDOWS_KEY}
 
 
 def test_reranking_twice_stacks_the_scores(reranker):
@@ -332,7 +338,7 @@ def test_empty_input_does_not_touch_the_model(tiny_model, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the model was used")
 
-    monkeypatch.setattr(reranker, "_logits", boom)
+    monkeypatch.setattr(reranker, "_score", boom)
     compressor = RerankCompressor(reranker=reranker)
     assert compressor.compress_documents([], QUERY) == []
     assert compressor.compress_documents((), QUERY) == []

@@ -734,3 +734,24 @@ def test_nodes_without_text_are_not_scored(tiny_reranker, nodes, caplog):
     assert ids_scores(out) == expected(tiny_reranker, nodes)
     assert "nodes [1, 4] have no text" in caplog.text
     assert pp.postprocess_nodes([mixed[1]], query_str=QUERY) == []
+
+
+def test_window_metadata_is_added_and_hidden_from_embed_and_llm_text(tiny_bert):
+    from rerank_plugins.integrations.llamaindex import RELEVANCE_SPAN_KEY, RELEVANCE_WINDOWS_KEY
+
+    long_text = " ".join(_tiny.ENGLISH) * 8
+    items = [NodeWithScore(node=TextNode(id_="long", text=long_text), score=0.5),
+             NodeWithScore(node=TextNode(id_="short", text=_tiny.ENGLISH[1]), score=0.4)]
+    reranker = Reranker(tiny_bert, max_length=64, stride=16)
+    post = RerankPostprocessor(reranker, metadata_mode="none")
+    out = {n.node.id_: n for n in post.postprocess_nodes(items, query_str=QUERY)}
+    expected = {r.text: r for r in reranker.rerank(QUERY, [long_text, _tiny.ENGLISH[1]])}
+    for node_id, text in (("long", long_text), ("short", _tiny.ENGLISH[1])):
+        meta = out[node_id].node.metadata
+        assert meta[RELEVANCE_SPAN_KEY] == expected[text].span
+        assert meta[RELEVANCE_WINDOWS_KEY] == expected[text].windows
+        for mode in (MetadataMode.EMBED, MetadataMode.LLM):
+            assert "relevance_span" not in out[node_id].node.get_content(metadata_mode=mode)
+    assert out["long"].node.metadata[RELEVANCE_WINDOWS_KEY] > 1
+    assert out["short"].node.metadata[RELEVANCE_SPAN_KEY] == (0, len(_tiny.ENGLISH[1]))
+    assert "relevance_span" not in items[0].node.metadata  # the caller's node is untouched
