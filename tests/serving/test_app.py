@@ -348,3 +348,19 @@ async def test_unknown_path_is_a_json_404(reranker):
     async with asgi_client(app) as client:
         response = await client.get("/nope")
     assert response.status_code == 404 and response.json()["message"] == "Not Found"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3", "tiny_gemma"])
+async def test_llm_rerankers_are_served_with_in_process_scores(request, fixture):
+    """Qwen3-Reranker (log-odds) and bge-gemma through the server equal the in-process Reranker."""
+    reranker = Reranker(request.getfixturevalue(fixture), normalize="none")
+    logits = np.asarray(reranker.score(QUERY, TEXTS[:5]), dtype=np.float32)
+    app = create_app(reranker, settings=ServeSettings())
+    async with asgi_client(app) as client:
+        tei = await client.post("/rerank", json={"query": QUERY, "texts": TEXTS[:5], "raw_scores": True})
+        cohere = await client.post("/v1/rerank", json={"query": QUERY, "documents": TEXTS[:5], "top_n": 2})
+    assert tei.status_code == 200 and cohere.status_code == 200
+    assert [r["index"] for r in tei.json()] == sorted_indices(logits)
+    for r in tei.json():
+        assert r["score"] == pytest.approx(float(logits[r["index"]]), abs=1e-5)
+    assert [r["index"] for r in cohere.json()["results"]] == sorted_indices(logits)[:2]
