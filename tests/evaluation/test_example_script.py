@@ -22,6 +22,6 @@ def test_example_script_writes_report_and_plot(tiny_squad, tiny_bert, tiny_bi_en
     out = capsys.readouterr().out
     assert "metric" in out and "MRR@10:" in out
     report = json.loads((tmp_path / "two_stage_report.json").read_text(encoding="utf-8"))
-    assert list(report) == ["retrieval", "reranked", "timing", "config"]
+    assert list(report) == ["retrieval", "reranked", "timing", "config", "sweep"] and report["sweep"] == []
     assert report["config"]["queries"] == 6
     assert (tmp_path / "two_stage_hit_at_k.png").read_bytes()[:4] == b"\x89PNG"

@@ -35,7 +35,7 @@ def test_korquad_through_the_eval_command(korquad_path, tiny_xlmr, tiny_bi_encod
     assert rc == 0, captured.err
     assert "16 of 5774 questions, 961 documents" in captured.err
     report = json.loads(out_json.read_text(encoding="utf-8"))
-    assert list(report) == ["retrieval", "reranked", "timing", "config"]
+    assert list(report) == ["retrieval", "reranked", "timing", "config", "sweep"]
     cfg = report["config"]
     assert (cfg["queries"], cfg["documents"], cfg["rerank_pairs"]) == (16, 961, 16 * 8)
     assert cfg["reranker"]["kind"] == "sequence-classification"
