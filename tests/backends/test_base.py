@@ -124,7 +124,7 @@ def test_max_length_below_the_special_tokens_is_refused(request, fixture, minimu
     path = request.getfixturevalue(fixture)
     with pytest.raises(ValueError, match=f"max_length={minimum - 1} is below the minimum of {minimum} tokens"):
         Reranker(path, max_length=minimum - 1)
-    reranker = Reranker(path, max_length=minimum, normalize="none")
+    reranker = Reranker(path, max_length=minimum, normalize="none", overflow="truncate")
     long_doc = " ".join(["Paris is the capital and most populous city of France."] * 300)  # ~3,000 words
     # At the minimum every pair really is cut to one token of each text: a 3,000-word
     # document scores exactly as its first word does, and nothing crashes in the model.
@@ -143,8 +143,10 @@ def test_llm_max_length_must_leave_room_for_the_passage(tiny_gemma, caplog):
     at_min = Reranker(tiny_gemma, max_length=minimum, normalize="none")
     long_query = " ".join(["The quick brown fox jumps over the lazy dog."] * 20)
     long_doc = " ".join(["Water boils at one hundred degrees Celsius at sea level."] * 300)
-    backend = at_min.backend
-    ids = backend.build_input_ids([long_query], [long_doc], at_min._options)[0]
-    tail = len(backend.sep_ids) + len(backend.tokenizer(DEFAULT_PROMPT, add_special_tokens=False)["input_ids"])
+    backend, options = at_min.backend, at_min._options
+    (pair,) = backend.encode([long_query], [long_doc], options)
+    ids = backend.truncated_row(pair, options)[0].ids  # the model card's own truncation
+    sep = backend.tokenizer("\n", add_special_tokens=False)["input_ids"]
+    tail = len(sep) + len(backend.tokenizer(DEFAULT_PROMPT, add_special_tokens=False)["input_ids"])
     assert len(ids) == minimum + tail  # query and passage both cut: the pair fills max_length exactly
     assert "cannot fit" not in caplog.text
