@@ -821,6 +821,13 @@ class Reranker:
 
 
 
+def reranker_option_names() -> frozenset[str]:
+    """The keyword arguments :class:`Reranker` takes besides ``model`` (what ``options()`` may hold)."""
+    import inspect
+
+    return frozenset(inspect.signature(Reranker.__init__).parameters) - {"self", "model"}
+
+
 def _restore_reranker(cls: type[Reranker], options: dict[str, Any]) -> Reranker:
     """Unpickle a :class:`Reranker` from its :meth:`Reranker.options`."""
     return cls(**options)

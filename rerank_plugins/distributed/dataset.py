@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -146,14 +145,14 @@ def rerank_dataset(
         import ray.data  # noqa: F401
     except ImportError as exc:
         raise missing_extra("ray", "ray", exc) from None
-    from rerank_plugins.core import Reranker
+    from rerank_plugins.core import reranker_option_names
 
     top_n = check_top_n(top_n)
     if isinstance(model, Path):
         model = str(model)
     if not isinstance(model, str):
         raise TypeError(f"model must be a str or pathlib.Path (loaded on each actor), got {type(model).__name__}")
-    accepted = set(inspect.signature(Reranker.__init__).parameters) - {"self", *_RESERVED_OPTIONS}
+    accepted = set(reranker_option_names()) - set(_RESERVED_OPTIONS)
     unknown = sorted(set(reranker_options) - accepted)
     if unknown:
         raise TypeError(

@@ -24,7 +24,7 @@ from rerank_plugins._validation import (
     is_blank,
     safe_deepcopy,
 )
-from rerank_plugins.core import Reranker, Result, select_results
+from rerank_plugins.core import Reranker, Result, reranker_option_names, select_results
 from rerank_plugins.errors import missing_extra
 
 try:
@@ -57,9 +57,6 @@ RELEVANCE_WINDOWS_KEY = "relevance_windows"
 """Node metadata key of how many windows of a long passage were scored (1 when it fit)."""
 
 # Reranker constructor options other than the model (see Reranker.options()).
-_OPTION_NAMES = frozenset(
-    {"kind", "normalize", "batch_size", "max_length", "device", "dtype", "prompt", "query_prefix", "passage_prefix"}
-)
 
 
 class RerankPostprocessor(BaseNodePostprocessor):
@@ -382,10 +379,11 @@ def _check_metadata_mode(value: Any) -> MetadataMode:
 def _check_options(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"reranker_options must be a dict, got {type(value).__name__}")
-    unknown = sorted(str(k) for k in value if k not in _OPTION_NAMES)
+    names = reranker_option_names()
+    unknown = sorted(str(k) for k in value if k not in names)
     if unknown:
         raise ValueError(
-            f"unknown reranker option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_OPTION_NAMES))}"
+            f"unknown reranker option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}"
         )
     return dict(value)
 
