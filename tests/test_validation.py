@@ -98,8 +98,9 @@ def test_options_rebuild_an_equal_reranker(tiny_xlmr, tiny_gemma):
     options = reranker.options()
     assert options == {
         "model": str(tiny_xlmr.resolve()), "kind": "sequence-classification", "normalize": "softmax",
-        "batch_size": 3, "max_length": 40, "device": "cpu", "dtype": "float32",
-        "prompt": None, "query_prefix": None, "passage_prefix": None,
+        "batch_size": 3, "max_batch_tokens": 16384, "overflow": "window", "stride": 64, "max_windows": 32,
+        "max_length": 40, "device": "cpu", "dtype": "float32", "engine": "torch", "template": "auto",
+        "instruction": None, "prompt": None, "query_prefix": None, "passage_prefix": None,
     }
     again = Reranker(**options)
     assert again.backend is reranker.backend and again.options() == options

@@ -98,7 +98,7 @@ def rerank_dataset(
     num_cpus: float = 1,
     num_gpus: float = 0,
     max_restarts: int = 3,
-    reranker_batch_size: int = 32,
+    reranker_batch_size: int | None = None,
     **reranker_options: Any,
 ) -> ray.data.Dataset:
     """Score every row's documents against its query on a pool of Ray actors.
@@ -126,7 +126,8 @@ def rerank_dataset(
         num_cpus, num_gpus: resources reserved per actor (``num_gpus=1`` puts each
             actor on its own GPU; ``device`` then defaults to cuda).
         max_restarts: restarts per actor, and retries per batch, after a failure.
-        reranker_batch_size: (query, document) pairs per forward pass.
+        reranker_batch_size: at most this many (query, document) pairs per forward pass
+            (``None``: batches bounded by the Reranker's ``max_batch_tokens`` only).
         **reranker_options: further :class:`rerank_plugins.Reranker` arguments
             (``kind``, ``normalize``, ``max_length``, ``device``, ``dtype``, ...).
 
@@ -160,6 +161,8 @@ def rerank_dataset(
             "(pairs per forward pass: reranker_batch_size)"
         )
     for name, value in (("batch_size", batch_size), ("reranker_batch_size", reranker_batch_size)):
+        if value is None and name == "reranker_batch_size":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
