@@ -50,7 +50,7 @@ _FALLBACK_MAX_LENGTH = 512
 DEFAULT_MAX_BATCH_TOKENS = 16384
 OVERFLOWS: tuple[str, ...] = ("window", "truncate")
 # Tokens shared by consecutive windows (measured: benchmarks/bench_long_passages.py).
-DEFAULT_STRIDE = 64
+DEFAULT_STRIDE = 128
 DEFAULT_MAX_WINDOWS = 32
 _REMOTE = "remote"
 

@@ -9,7 +9,7 @@ import threading
 import _tiny
 import numpy as np
 import pytest
-from conftest import thread_server
+from _servers import thread_server
 
 from rerank_plugins import ModelLoadError, RemoteError, Reranker
 from rerank_plugins.serving import ServeSettings, create_app
@@ -175,7 +175,7 @@ def test_retries_until_the_server_has_loaded(tiny_cross_encoder):
 
 
 def test_unreachable_server_is_a_load_error():
-    from conftest import free_port
+    from _servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ModelLoadError, match="could not use the remote reranker"):

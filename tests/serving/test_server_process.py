@@ -9,7 +9,7 @@ import _tiny
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port
+from _servers import free_port
 
 from rerank_plugins import Reranker
 
