@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -239,9 +240,11 @@ def run_benchmark(
                         None)
     peer_best = max((r.median for r, c in zip(results, configs, strict=True) if c.peer), default=None)
     return [
-        BenchResult(**{**r.__dict__,
-                       "ratio_to_peer_default": r.median / peer_default if peer_default else float("nan"),
-                       "ratio_to_peer_best": r.median / peer_best if peer_best else float("nan")})
+        dataclasses.replace(
+            r,
+            ratio_to_peer_default=r.median / peer_default if peer_default else float("nan"),
+            ratio_to_peer_best=r.median / peer_best if peer_best else float("nan"),
+        )
         for r in results
     ]
 
