@@ -53,7 +53,8 @@ def test_score_and_rerank_match_in_process(remote, local):
     assert [r.text for r in got] == [r.text for r in want]
     np.testing.assert_allclose([r.logit for r in got], [r.logit for r in want], atol=1e-5)
     np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=1e-5)
-    threshold = want[2].score
+    # Between the 3rd and 4th scores: the two sides agree within 1e-5, not bit for bit.
+    threshold = (want[2].score + want[3].score) / 2
     assert [r.index for r in remote.rerank(QUERY, TEXTS, score_threshold=threshold)] == [r.index for r in want[:3]]
 
 
