@@ -155,26 +155,34 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def next_batch_end(lengths: Sequence[int], start: int, *, max_tokens: int, max_rows: int | None = None) -> int:
+    """Where the batch starting at ``start`` ends, for rows sorted longest first.
+
+    A batch pads to its first (longest) row, so it costs ``rows x first length``;
+    a row longer than ``max_tokens`` gets a batch of its own.
+    """
+    fit = max(1, max_tokens // max(lengths[start], 1))
+    if max_rows is not None:
+        fit = min(fit, max_rows)
+    return min(len(lengths), start + fit)
+
+
 def token_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int | None = None) -> list[tuple[int, int]]:
     """Cut rows sorted longest first into ``(start, end)`` batches of at most ``max_tokens`` padded tokens.
-
-    A batch pads to its first (longest) row, so it costs ``rows x first length``.
-    A row longer than ``max_tokens`` gets a batch of its own.
 
     Example:
         >>> token_batches([300, 200, 100, 100], max_tokens=500)
         [(0, 1), (1, 3), (3, 4)]
     """
     batches: list[tuple[int, int]] = []
-    start, n = 0, len(lengths)
-    while start < n:
-        fit = max(1, max_tokens // max(lengths[start], 1))
-        if max_rows is not None:
-            fit = min(fit, max_rows)
-        end = min(n, start + fit)
+    start = 0
+    while start < len(lengths):
+        end = next_batch_end(lengths, start, max_tokens=max_tokens, max_rows=max_rows)
         batches.append((start, end))
         start = end
     return batches
+
+
 def rank_order(scores: Sequence[float]) -> list[int]:
     """Positions of ``scores`` best first: the one ordering rule of every reranked list.
 
@@ -750,14 +758,15 @@ class Reranker:
         lengths = [len(rows[i].ids) for i in order]
         if show_progress is None:
             # None: a bar on a terminal when there is more than one batch.
-            disable: bool | None = True if len(token_batches(lengths, **self._batch_limits())) < 2 else None
+            single = next_batch_end(lengths, 0, **self._batch_limits()) >= len(lengths)
+            disable: bool | None = True if single else None
         else:
             disable = not show_progress
         backend = self._backend
         start = 0
         with tqdm(total=len(rows), desc="Reranking", unit="pair", disable=disable) as bar:
             while start < len(rows):
-                end = token_batches(lengths[start:], **self._batch_limits())[0][1] + start
+                end = next_batch_end(lengths, start, **self._batch_limits())
                 idx = order[start:end]
                 try:
                     with backend.lock, torch.inference_mode():
