@@ -114,24 +114,32 @@ def _cli_logging(verbose: bool) -> Iterator[None]:
 # --------------------------------------------------------------------------- argument types
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], Any], accept: Callable[[Any], bool], wanted: str, *,
+    out_of_range: str | None = None, show_text: bool = False,
+) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``convert`` the text, then refuse values ``accept`` rejects, naming what was wanted."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not accept(value):
+            shown = text if show_text else value
+            raise argparse.ArgumentTypeError(f"expected {out_of_range or wanted}, got {shown}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+_learning_rate = _number(float, lambda v: v > 0, "a positive number", show_text=True)
+_fraction = _number(
+    float, lambda v: 0 < v < 1, "a number between 0 and 1",
+    out_of_range="a number strictly between 0 and 1", show_text=True,
+)
 
 
 def _int(text: str) -> int:
@@ -432,26 +440,6 @@ def _add_serve_parser(sub: Any) -> None:
                     help="require 'Authorization: Bearer <key>', the key read from this environment variable")
     sv.add_argument("-v", "--verbose", action="store_true", help="log requests and each stage to stderr")
     sv.set_defaults(handler=_cmd_serve)
-
-
-def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
-    return value
 
 
 def _add_train_parser(sub: Any) -> None:
