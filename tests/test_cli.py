@@ -418,3 +418,18 @@ def test_score_prints_the_best_windows_span_and_takes_overflow(tiny_xlmr, capsys
     assert truncated[0]["windows"] == 1 and truncated[0]["truncated"] is True
     assert main([*args, "--overflow", "cut"]) == 2
     assert "invalid choice: 'cut'" in capsys.readouterr().err
+
+
+def test_a_pair_that_cannot_fit_in_memory_is_one_line_naming_the_flags(tiny_xlmr, capsys, monkeypatch):
+    """Before: "unexpected RuntimeError" from inside the model; now one line naming what to change."""
+    from rerank_plugins.backends.sequence_classification import SequenceClassificationBackend
+
+    def no_memory(self, rows, options=None):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 999 bytes")
+
+    monkeypatch.setattr(SequenceClassificationBackend, "forward", no_memory)
+    rc = main(["score", "--reranker", str(tiny_xlmr), "--device", "cpu", "--query", "q", "a passage", "another"])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if "error:" in line]) == 1
+    assert "does not fit in memory even alone" in err[-1] and "--batch-size 1" in err[-1] and "--max-length" in err[-1]
