@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rerank_plugins._validation import (
     check_documents,
@@ -383,11 +383,6 @@ class Reranker:
                 f"and one of the document"
             )
 
-    _LOCAL_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "max_length": None, "device": "auto", "dtype": "auto", "engine": "auto", "template": "auto",
-        "instruction": None, "prompt": None, "query_prefix": None, "passage_prefix": None,
-    }
-
     def _init_remote(
         self, model: Any, *, normalize: Normalize, batch_size: int | None, local: dict[str, Any],
         api: str | None, api_key: str | None, timeout: float | None,
@@ -397,8 +392,11 @@ class Reranker:
 
         if not _is_url(model):
             raise ValueError(f"kind='remote' needs an http:// or https:// URL, got {model!r}")
+        import inspect
+
+        defaults = inspect.signature(Reranker.__init__).parameters
         for name, value in local.items():
-            if value != self._LOCAL_DEFAULTS[name]:
+            if value != defaults[name].default:
                 raise ValueError(f"{name}= does not apply to kind='remote': the server decides it; got {value!r}")
         self._backend = RemoteBackend(  # type: ignore[assignment]
             str(model), api="auto" if api is None else api, api_key=api_key,
