@@ -98,7 +98,8 @@ def peak_gflops(dtype: str, cores: int | None = None) -> tuple[float | None, str
 
     FLOP per cycle per core: AVX-512 float32 FMA 64 (2 units x 16 lanes x 2),
     AVX2 float32 FMA 32; bfloat16 with AMX 1,024 (TMUL), with AVX512-BF16 128
-    (``vdpbf16ps``: twice float32). Times the clock from ``/proc/cpuinfo`` and
+    (``vdpbf16ps``: twice float32); int8 with AMX 2,048, with AVX512-VNNI 256
+    (``vpdpbusd``: four int8 multiply-adds per 32-bit lane). Times the clock from ``/proc/cpuinfo`` and
     the cores torch uses.
     """
     from rerank_plugins.hardware import cpu_flags
@@ -111,7 +112,10 @@ def peak_gflops(dtype: str, cores: int | None = None) -> tuple[float | None, str
 
     cores = cores or torch.get_num_threads()
     fp32 = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
-    if dtype == "bfloat16":
+    if dtype == "int8":
+        per_cycle, how = (2048, "AMX-INT8") if "amx_int8" in flags else (
+            (256, "AVX512-VNNI") if "avx512_vnni" in flags else (fp32, "no int8 dot product"))
+    elif dtype == "bfloat16":
         per_cycle, how = (1024, "AMX-BF16") if "amx_bf16" in flags else (
             (128, "AVX512-BF16") if "avx512_bf16" in flags else (fp32, "no native bf16"))
     else:
@@ -155,6 +159,7 @@ def default_configs() -> list[BenchConfig]:
         configs.append(BenchConfig("rerank_plugins openvino float32", False, "float32", "openvino"))
         if cpu_has_native_bf16():
             configs.append(BenchConfig("rerank_plugins openvino bfloat16", False, "bfloat16", "openvino"))
+        configs.append(BenchConfig("rerank_plugins openvino int8", False, "int8", "openvino"))
     return configs
 
 

@@ -39,6 +39,7 @@ from rerank_plugins.backends.base import DTYPES, KINDS
 from rerank_plugins.backends.engines import ENGINES
 from rerank_plugins.backends.llm_yes import TEMPLATES
 from rerank_plugins.core import (
+    CPU_MAX_BATCH_TOKENS,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_MAX_WINDOWS,
     DEFAULT_STRIDE,
@@ -185,9 +186,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                    help="at most B (query, passage) pairs per reranker forward pass "
                         "(default: no cap; batches are bounded by --max-batch-tokens)")
-    p.add_argument("--max-batch-tokens", type=_positive_int, default=DEFAULT_MAX_BATCH_TOKENS, metavar="T",
+    p.add_argument("--max-batch-tokens", type=_positive_int, default=None, metavar="T",
                    help="at most T tokens (padding included) per reranker forward pass; lowered "
-                        "automatically after an out-of-memory error (default: %(default)s)")
+                        f"automatically after an out-of-memory error (default: {CPU_MAX_BATCH_TOKENS} on CPU, "
+                        f"{DEFAULT_MAX_BATCH_TOKENS} on a GPU)")
     p.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
                    help="reranker truncation length in tokens (default: the model's own)")
     p.add_argument("--device", default="auto",
@@ -420,8 +422,9 @@ def _add_serve_parser(sub: Any) -> None:
                     help="truncation length in tokens (default: the model's own)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     sv.add_argument("--port", type=_int, default=8080, help="port (default: %(default)s)")
-    sv.add_argument("--max-batch-tokens", type=_positive_int, default=DEFAULT_MAX_BATCH_TOKENS, metavar="N",
-                    help="tokens (padding included) per forward pass (default: %(default)s)")
+    sv.add_argument("--max-batch-tokens", type=_positive_int, default=None, metavar="N",
+                    help="tokens (padding included) per forward pass "
+                         f"(default: {CPU_MAX_BATCH_TOKENS} on CPU, {DEFAULT_MAX_BATCH_TOKENS} on a GPU)")
     sv.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, metavar="M",
                     help="how long a request may wait for others to share its batch (default: %(default)s)")
     sv.add_argument("--max-batch-pairs", type=_positive_int, default=d.max_batch_pairs, metavar="P",

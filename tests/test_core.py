@@ -612,3 +612,13 @@ def test_rank_order_is_stable_with_nan_last_and_matches_rerank(reranker):
     assert [r.index for r in reranker.rerank("capital of France?", docs)] == rank_order(scores)
     # A prefix ordered by its scores is the rerank of that prefix alone.
     assert [r.index for r in reranker.rerank("capital of France?", docs[:3])] == rank_order(scores[:3])
+
+
+def test_the_token_budget_defaults_by_device(tiny_xlmr):
+    from rerank_plugins.core import CPU_MAX_BATCH_TOKENS
+
+    assert Reranker(tiny_xlmr, device="cpu").max_batch_tokens == CPU_MAX_BATCH_TOKENS == 4096
+    assert Reranker(tiny_xlmr, device="cpu", max_batch_tokens=300).max_batch_tokens == 300
+    assert Reranker(tiny_xlmr, device="cpu", max_batch_tokens=None).options()["max_batch_tokens"] == 4096
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive int or None"):
+        Reranker(tiny_xlmr, max_batch_tokens=-5)

@@ -14,7 +14,7 @@ import pytest
 
 import rerank_plugins.core
 from rerank_plugins import Reranker
-from rerank_plugins.core import DEFAULT_STRIDE
+from rerank_plugins.core import CPU_MAX_BATCH_TOKENS, DEFAULT_STRIDE
 
 QUERY = "What is the capital of France?"
 DOCS = ["Paris is the capital and most populous city of France.", "서울은 대한민국의 수도이다.", "Water boils."]
@@ -99,7 +99,7 @@ def test_options_rebuild_an_equal_reranker(tiny_xlmr, tiny_gemma):
     options = reranker.options()
     assert options == {
         "model": str(tiny_xlmr.resolve()), "kind": "sequence-classification", "normalize": "softmax",
-        "batch_size": 3, "max_batch_tokens": 16384, "overflow": "window", "stride": DEFAULT_STRIDE, "max_windows": 32,
+        "batch_size": 3, "max_batch_tokens": CPU_MAX_BATCH_TOKENS, "overflow": "window", "stride": DEFAULT_STRIDE, "max_windows": 32,
         "max_length": 40, "device": "cpu", "dtype": "float32", "engine": "torch", "template": "auto",
         "instruction": None, "prompt": None, "query_prefix": None, "passage_prefix": None,
     }

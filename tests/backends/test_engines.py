@@ -38,6 +38,29 @@ def test_openvino_float32_equals_torch(request, fixture, cache_dir):
     assert sorted(r.index for r in ranked[1]) == [0, 1, 2, 3]
 
 
+def test_openvino_splits_a_batch_across_streams_without_changing_scores(tiny_xlmr, cache_dir, monkeypatch):
+    import openvino
+
+    from rerank_plugins import clear_model_cache
+
+    clear_model_cache()  # build a fresh runner under the spy
+    streams = []
+    real_queue = openvino.AsyncInferQueue
+
+    def counting_queue(compiled, jobs):
+        streams.append(jobs)
+        return real_queue(compiled, jobs)
+
+    monkeypatch.setattr(openvino, "AsyncInferQueue", counting_queue)
+    ov = Reranker(tiny_xlmr, normalize="none", dtype="float32", engine="openvino", overflow="truncate")
+    batched = ov.score(QUERY, DOCS * 3)
+    one_by_one = [ov.score(QUERY, [doc])[0] for doc in DOCS * 3]
+    assert streams, "the runner did not use an AsyncInferQueue"
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    ref = Reranker(tiny_xlmr, normalize="none", dtype="float32", engine="torch", overflow="truncate")
+    np.testing.assert_allclose(batched, ref.score(QUERY, DOCS * 3), atol=1e-4)
+
+
 def test_openvino_bfloat16_stays_close(tiny_xlmr, cache_dir):
     ref = np.array(Reranker(tiny_xlmr, normalize="none", dtype="float32", engine="torch").score(QUERY, DOCS))
     got = np.array(Reranker(tiny_xlmr, normalize="none", dtype="bfloat16", engine="openvino").score(QUERY, DOCS))
