@@ -99,7 +99,8 @@ def test_options_rebuild_an_equal_reranker(tiny_xlmr, tiny_gemma):
     options = reranker.options()
     assert options == {
         "model": str(tiny_xlmr.resolve()), "kind": "sequence-classification", "normalize": "softmax",
-        "batch_size": 3, "max_batch_tokens": CPU_MAX_BATCH_TOKENS, "overflow": "window", "stride": DEFAULT_STRIDE, "max_windows": 32,
+        "batch_size": 3, "max_batch_tokens": CPU_MAX_BATCH_TOKENS, "overflow": "window", "stride": DEFAULT_STRIDE,
+        "max_windows": 32,
         "max_length": 40, "device": "cpu", "dtype": "float32", "engine": "torch", "template": "auto",
         "instruction": None, "prompt": None, "query_prefix": None, "passage_prefix": None,
     }
