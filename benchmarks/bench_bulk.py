@@ -16,7 +16,7 @@ rate (pairs/s) is what the README's sizing table is computed from.
 
 Usage:
     python benchmarks/bench_bulk.py --data ../shared/data/squad-v1.1-dev.json \\
-        --model ../shared/models/ms-marco-MiniLM-L-12-v2 --rows 2000 --dtype bfloat16
+        --model ../shared/models/ms-marco-MiniLM-L-12-v2 --rows 2000
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the reranker (a local directory)")
     parser.add_argument("--rows", type=int, default=2000, help="rows (queries) per configuration (default: 2000)")
     parser.add_argument("--docs", type=int, default=30, help="paragraphs per row (default: 30)")
-    parser.add_argument("--dtype", default="bfloat16", help="reranker dtype (default: bfloat16)")
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass (default: 32)")
+    parser.add_argument("--dtype", default="auto", help="reranker dtype (default: auto, as Reranker)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="pairs per forward pass (default: no cap, the Reranker's token budget)")
     parser.add_argument("--chunk-rows", type=int, default=64, help="in-process rows per chunk (default: 64)")
     parser.add_argument("--ray-batch-rows", type=int, default=4, help="rows per Ray actor call (default: 4)")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray actor counts (default: 1 2)")

@@ -10,7 +10,7 @@ Both runs score the same pairs once, so the time outside the scoring pass (print
 too) is where a sweep could cost more; on a shared machine the scoring time itself
 varies from run to run, and that noise dominates the wall-time ratio.
 
-    python benchmarks/bench_sweep.py                                   # ../shared, 200 questions, bfloat16
+    python benchmarks/bench_sweep.py                                   # ../shared, 200 questions, dtype auto
     python benchmarks/bench_sweep.py --queries 50 --rounds 1 --dtype float32 --model PATH --data squad.json
 """
 
@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, nargs="+", default=[5, 10, 20, 30, 50])
     parser.add_argument("--rerank-k", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2, help="each round runs both once (default: 2)")
-    parser.add_argument("--dtype", default="bfloat16", help="reranker dtype (default: bfloat16)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", default="auto", help="reranker dtype (default: auto, as Reranker)")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per batch (default: the token budget)")
     parser.add_argument("--embeddings", type=Path, default=None,
                         help="a .npz to save/reuse the corpus embeddings (default: embed in memory)")
     args = parser.parse_args()
@@ -49,7 +49,8 @@ def main() -> None:
     largest = max(args.sweep)
     print(f"{len(dataset.queries)} questions, {len(dataset.doc_ids)} documents (corpus embedded in "
           f"{index.embed_seconds:.1f} s{', reused' if index.reused else ''}); reranker {args.model.name} "
-          f"{args.dtype}; sweep {sorted(args.sweep)} vs retrieve_k={largest} alone, {args.rounds} round(s)",
+          f"{reranker.dtype} on {reranker.engine}; sweep {sorted(args.sweep)} vs retrieve_k={largest} alone, "
+          f"{args.rounds} round(s)",
           flush=True)
     reranker.score("warm-up", ["one short passage", "and another one"])  # first-call costs out of the timing
 

@@ -167,9 +167,12 @@ def _compiled_runner(core: Any, ov_model: Any, precision: str) -> Runner:
     import openvino as ov
     import torch
 
-    compiled = core.compile_model(
-        ov_model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
-    )
+    # The same thread count as torch (OMP_NUM_THREADS, torch.set_num_threads, a Ray actor's CPUs),
+    # so several processes or actors on one machine do not oversubscribe its cores.
+    compiled = core.compile_model(ov_model, "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+    })
     names = [port.get_any_name() for port in compiled.inputs]
     streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
     queue = ov.AsyncInferQueue(compiled, streams)

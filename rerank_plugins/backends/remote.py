@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 APIS: tuple[str, ...] = ("auto", "tei", "cohere")
 _RETRY_STATUS = frozenset({429, 503})
+DEFAULT_CHUNK = 32
 _DEFAULT_PATH = {"tei": "/rerank", "cohere": "/v1/rerank"}
 
 
@@ -68,7 +69,7 @@ class RemoteBackend:
             otherwise ``"cohere"``), ``"tei"`` or ``"cohere"``.
         api_key: sent as ``Authorization: Bearer <api_key>``; never logged.
         timeout: seconds for each HTTP request.
-        batch_size: texts per request when the server states no limit.
+        batch_size: texts per request when the server states no limit (``None``: 32, TEI's default).
         max_retries: retries after a connection error, 429 or 503 (then the error is raised).
         backoff: the first retry's delay in seconds; doubled each retry, at most ``max_backoff``.
 
@@ -90,7 +91,7 @@ class RemoteBackend:
         api: str = "auto",
         api_key: str | None = None,
         timeout: float = 60.0,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         max_retries: int = 4,
         backoff: float = 0.25,
         max_backoff: float = 4.0,
@@ -129,7 +130,8 @@ class RemoteBackend:
             weakref.WeakKeyDictionary()
         )
         self.info: dict[str, Any] = {}
-        self.chunk_size = batch_size
+        # TEI's default limit; a Reranker passes its own batch_size (None unless the user set one).
+        self.chunk_size: int = batch_size or DEFAULT_CHUNK
         self.api = self._probe(api)
         self.endpoint = self._path or _DEFAULT_PATH[self.api]
         self.model_id = url  # Reranker(model_id) reaches the same server again

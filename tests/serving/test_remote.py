@@ -223,3 +223,25 @@ def test_remote_options_are_validated(server_url, kwargs, match):
 def test_remote_kind_needs_a_url(tiny_cross_encoder):
     with pytest.raises(ValueError, match="needs an http:// or https:// URL"):
         Reranker(tiny_cross_encoder, kind="remote")
+
+
+def test_a_cohere_server_without_info_is_chunked_by_the_default(local):
+    """Cohere, Infinity and vLLM have no ``GET /info``: the client falls back to 32 texts a request."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    sizes: list[int] = []
+
+    @app.post("/v1/rerank")
+    def rerank(body: dict) -> dict:
+        sizes.append(len(body["documents"]))
+        scores = local.score(body["query"], body["documents"])  # sigmoid, as Infinity and vLLM send
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return {"results": [{"index": i, "relevance_score": scores[i]} for i in order]}
+
+    docs = [TEXTS[i % len(TEXTS)] + f" ({i})" for i in range(40)]
+    with thread_server(app) as url:
+        remote = Reranker(url)
+        assert remote.backend.api == "cohere" and remote.backend.chunk_size == 32
+        np.testing.assert_allclose(remote.score(QUERY, docs), local.score(QUERY, docs), atol=1e-5)
+    assert sizes == [32, 8]
