@@ -161,7 +161,7 @@ def _compiled_runner(core: Any, ov_model: Any, precision: str) -> Runner:
     94 pairs/s, ms-marco-MiniLM-L-12-v2 in bf16), because the small matrices of
     a reranker leave threads waiting on each other inside one stream. Rows are
     computed independently, so the split changes a score only by the kernels'
-    rounding (none in float32 beyond 1e-6, tested).
+    rounding (within 1e-5 in float32, tested).
     """
     import numpy as np
     import openvino as ov
