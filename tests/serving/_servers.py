@@ -12,9 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -29,13 +30,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, *, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> list[int]:
+def wait_healthy(url: str, *, timeout: float = 180.0, proc: subprocess.Popen | None = None,
+                 output: Callable[[], str] | None = None) -> list[int]:
     """Poll ``/health`` until 200 (bounded); returns the statuses seen (connection refused: 0)."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = output() if output is not None else (proc.stdout.read() if proc.stdout else "")
             raise AssertionError(f"the server exited with {proc.returncode}: {out[-2000:]}")
         try:
             status = httpx.get(f"{url}/health", timeout=5.0).status_code
@@ -82,12 +84,15 @@ class ServeProcess:
         # made the tiny model ~10x slower (measured); the server's concurrency is the queue's, not torch's.
         full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
                     **(env or {})}
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+        # A file, not a pipe: nobody reads a pipe while the server runs, and a full one (64 KiB of
+        # logs) would block the server mid-request.
+        self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT, text=True)
         self.health_statuses: list[int] = []
 
     def wait_ready(self, timeout: float = 180.0) -> ServeProcess:
-        self.health_statuses = wait_healthy(self.url, timeout=timeout, proc=self.proc)
+        self.health_statuses = wait_healthy(self.url, timeout=timeout, proc=self.proc, output=self.output)
         return self
 
     def terminate(self, timeout: float = 60.0) -> int:
@@ -102,11 +107,13 @@ class ServeProcess:
             raise AssertionError(f"the server did not exit within {timeout} s of SIGTERM") from None
 
     def output(self) -> str:
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        """Everything the server printed so far."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self.log.close()
