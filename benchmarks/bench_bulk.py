@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--ray-batch-rows", type=int, default=4, help="rows per Ray actor call (default: 4)")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray actor counts (default: 1 2)")
     parser.add_argument("--actor-cpus", type=float, default=1, help="CPUs per Ray actor (default: 1)")
+    parser.add_argument("--skip-in-process", action="store_true",
+                        help="run only the Ray configurations (no score comparison, ratios against the first)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path, default=None, help="write all figures as JSON")
     args = parser.parse_args()
@@ -140,14 +142,15 @@ def main() -> None:
         rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(f"{len(rows)} rows x {args.docs} paragraphs = {len(rows) * args.docs} pairs per configuration; "
               f"dtype {args.dtype}; {os.cpu_count()} CPUs", flush=True)
-        local = run_in_process(rows_path, tmp_dir, args)
         local_scores = {}
-        with open(local.pop("output"), encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                local_scores[row["id"]] = row["scores"]
-        results.append(local)
-        print(json.dumps(local), flush=True)
+        if not args.skip_in_process:
+            local = run_in_process(rows_path, tmp_dir, args)
+            with open(local.pop("output"), encoding="utf-8") as fh:
+                for line in fh:
+                    row = json.loads(line)
+                    local_scores[row["id"]] = row["scores"]
+            results.append(local)
+            print(json.dumps(local), flush=True)
 
         import ray
 
@@ -158,17 +161,19 @@ def main() -> None:
             for actors in args.actors:
                 result = run_ray(rows, actors, args)
                 scores = result.pop("scores")
-                result["max_abs_diff_vs_in_process"] = max(
-                    (abs(a - b) for i, s in scores.items() for a, b in zip(s, local_scores[i], strict=True)),
-                    default=0.0,
-                )
+                if local_scores:
+                    result["max_abs_diff_vs_in_process"] = max(
+                        (abs(a - b) for i, s in scores.items() for a, b in zip(s, local_scores[i], strict=True)),
+                        default=0.0,
+                    )
                 results.append(result)
                 print(json.dumps(result), flush=True)
         finally:
             ray.shutdown()
 
     print()
-    print("| configuration | rows | wall s | rows/s | pairs/s | steady pairs/s | vs in-process (rows/s) |")
+    first = "in-process" if not args.skip_in_process else results[0]["config"]
+    print(f"| configuration | rows | wall s | rows/s | pairs/s | steady pairs/s | vs {first} (rows/s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = results[0]["rows_per_s"]
     for r in results:
