@@ -57,6 +57,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--b-learning-rate", type=float, default=2e-5, help="(b): a gentler rate for a trained head")
+    p.add_argument("--pos-weight", default="balanced", help="'balanced' or a number (1: unweighted)")
+    p.add_argument("--attention-dropout", default="0", help="a rate, or 'keep' for the base's own")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary dir)")
@@ -103,7 +105,10 @@ def main() -> int:
     common = dict(
         bi_encoder=bi, eval_queries=args.eval_queries, eval_fraction=args.eval_fraction, split_seed=args.split_seed,
         negatives=args.negatives, mine_k=args.mine_k, epochs=args.epochs, batch_size=args.batch_size,
-        max_length=args.max_length, dtype=args.dtype, retrieve_k=args.retrieve_k, rerank_k=10, device="cpu",
+        max_length=args.max_length, dtype=args.dtype,
+        pos_weight=args.pos_weight if args.pos_weight == "balanced" else float(args.pos_weight),
+        attention_dropout=None if args.attention_dropout == "keep" else float(args.attention_dropout),
+        retrieve_k=args.retrieve_k, rerank_k=10, device="cpu",
         embeddings_cache=embeddings, overwrite=True, show_progress=True,
     )
 
@@ -151,7 +156,8 @@ def main() -> int:
 
     print(f"\nheld-out MRR@10 on {args.eval_queries} SQuAD dev questions from {len(split.eval_groups)} unseen articles")
     if curve:
-        print("(a) plain MiniLM-L6 encoder + new head, lr", args.learning_rate, "epochs", args.epochs, args.dtype)
+        print("(a) plain MiniLM-L6 encoder + new head, lr", args.learning_rate, "epochs", args.epochs, args.dtype,
+              "pos_weight", args.pos_weight, "attention dropout", args.attention_dropout)
         print(f"{'train q':>8} {'pairs':>6} {'retrieval':>9} {'untrained':>9} {'trained':>8} {'train s':>8} "
               f"{'pairs/s':>8}")
         for r in curve:

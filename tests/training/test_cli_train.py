@@ -64,7 +64,8 @@ def test_train_help_lists_the_flags(capsys):
     text = capsys.readouterr().out
     for flag in ("--data", "--format", "--corpus", "--base", "--output", "--bi-encoder", "--train-queries",
                  "--eval-queries", "--negatives", "--mine-k", "--epochs", "--batch-size", "--learning-rate",
-                 "--seed", "--json-out", "--dtype", "--max-length", "--checkpoint-dir", "--overwrite"):
+                 "--seed", "--json-out", "--dtype", "--max-length", "--checkpoint-dir", "--overwrite", "--pos-weight",
+                 "--attention-dropout"):
         assert flag in text, flag
 
 
@@ -96,4 +97,11 @@ def test_bad_input_is_one_line(tmp_path, tiny_squad, tiny_bi_encoder, tiny_jsonl
     for flags in (["--eval-fraction", "1"], ["--learning-rate", "0"], ["--dtype", "int8"], ["--epochs", "0"]):
         assert main(["train", "--data", str(tiny_squad), "--base", base, "--output", out, *flags]) == 2
         capsys.readouterr()
+    for value in ("0", "-2", "heavy"):
+        assert main(["train", "--data", str(tiny_squad), "--base", base, "--output", out, "--pos-weight", value]) == 2
+        assert "--pos-weight: expected 'balanced' or a positive number" in capsys.readouterr().err
+    for value in ("1", "-0.1", "none"):
+        assert main(["train", "--data", str(tiny_squad), "--base", base, "--output", out,
+                     "--attention-dropout", value]) == 2
+        assert "--attention-dropout: expected 'keep' or a number in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -43,6 +44,9 @@ def test_report_shape(trained, tmp_path):
     # one positive + at most 2 negatives per training question
     assert cfg["train_queries"] < cfg["train_pairs"] <= 3 * cfg["train_queries"]
     assert cfg["training"]["max_steps"] == 2 and cfg["training"]["dtype"] == "bfloat16"
+    # "balanced": one positive per training question, so the weight is the negatives per positive
+    positives = cfg["train_queries"]
+    assert cfg["training"]["pos_weight"] == pytest.approx((cfg["train_pairs"] - positives) / positives)
     assert report.output == str(out)
     table = report.format_table()
     assert "mrr@10" in table and f"{report.trained['mrr@10']:.4f}" in table
@@ -107,8 +111,33 @@ def test_existing_output_and_bad_settings_fail_before_any_work(trained, tiny_squ
         ({"rerank_k": 5}, ValueError, "rerank_k must be at least 10"),
         ({"retrieve_k": 10, "rerank_k": 20}, ValueError, r"rerank_k \(20\) must not exceed"),
         ({"seed": "1"}, TypeError, "seed must be an int"),
+        ({"pos_weight": 0}, ValueError, "pos_weight must be 'balanced' or a positive number"),
+        ({"pos_weight": "heavy"}, ValueError, "pos_weight must be 'balanced' or a positive number"),
+        ({"pos_weight": True}, ValueError, "pos_weight must be 'balanced' or a positive number"),
+        ({"attention_dropout": 1.0}, ValueError, r"attention_dropout must be None or in \[0, 1\)"),
+        ({"attention_dropout": "keep"}, ValueError, r"attention_dropout must be None or in \[0, 1\)"),
     ]
     for kwargs, error, message in bad:
         with pytest.raises(error, match=message):
             finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", **kwargs)
     assert not (tmp_path / "new").exists()
+
+
+def test_pos_weight_reaches_the_loss(tiny_squad, tiny_bi_encoder, tmp_path, monkeypatch):
+    # the module, not the function the package exports under the same name
+    ft = importlib.import_module("rerank_plugins.training.finetune")
+    imports = ft._train_imports()
+    seen = []
+
+    class SpyLoss(imports[3]):
+        def __init__(self, model, pos_weight=None, **kwargs):
+            seen.append(None if pos_weight is None else float(pos_weight))
+            super().__init__(model, pos_weight=pos_weight, **kwargs)
+
+    monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:3], SpyLoss, imports[4]))
+    out = tmp_path / "weighted"
+    report = finetune(tiny_squad, base=str(tiny_bi_encoder), output=out, bi_encoder=str(tiny_bi_encoder),
+                      evaluate_base=False, pos_weight=2.5, **{**SETTINGS, "max_steps": 1})
+    assert seen == [2.5]
+    assert report.config["training"]["pos_weight"] == 2.5
+    assert "positive weight 2.5" in (out / "README.md").read_text(encoding="utf-8")
