@@ -138,8 +138,6 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _learning_rate = _number(float, lambda v: v > 0, "a positive number", show_text=True)
 _positive_weight = _number(float, lambda v: v > 0, "'balanced' or a positive number", show_text=True)
-
-
 _dropout_rate = _number(float, lambda v: 0 <= v < 1, "'keep' or a number in [0, 1)", show_text=True)
 
 
@@ -770,8 +768,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_fraction=args.eval_fraction, negatives=args.negatives, mine_k=args.mine_k, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         pos_weight=args.pos_weight, attention_dropout=args.attention_dropout, max_length=args.max_length,
-        dtype=args.dtype, seed=args.seed,
-        retrieve_k=args.retrieve_k, rerank_k=args.rerank_k, eval_batch_size=args.eval_batch_size, device=args.device,
+        dtype=args.dtype, seed=args.seed, retrieve_k=args.retrieve_k, rerank_k=args.rerank_k,
+        eval_batch_size=args.eval_batch_size, device=args.device,
         embeddings_cache=embeddings, checkpoint_dir=args.checkpoint_dir, overwrite=args.overwrite,
         show_progress=not args.no_progress,
     )
