@@ -152,6 +152,26 @@ def _save_atomically(ov: Any, ov_model: Any, folder: Path) -> None:
         raise
 
 
+def _compile_config(precision: str, threads: int) -> dict[str, Any]:
+    """OpenVINO's CPU settings for a process that may use ``threads`` threads.
+
+    The thread count is torch's (OMP_NUM_THREADS, torch.set_num_threads, a Ray
+    actor's CPUs), so several processes or actors on one machine do not
+    oversubscribe its cores. A process that may use fewer threads than the
+    cores it can run on does not pin them: OpenVINO pins each process's
+    threads from the first core, so two 1-thread Ray actors on 2 cores were
+    both pinned to core 0 and shared it (measured: 50% of a core each, the
+    other core idle).
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {
+        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT",
+        "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= cores,
+    }
+
+
 def _compiled_runner(core: Any, ov_model: Any, precision: str) -> Runner:
     """Compile for throughput and split each batch across the device's parallel streams.
 
@@ -167,12 +187,7 @@ def _compiled_runner(core: Any, ov_model: Any, precision: str) -> Runner:
     import openvino as ov
     import torch
 
-    # The same thread count as torch (OMP_NUM_THREADS, torch.set_num_threads, a Ray actor's CPUs),
-    # so several processes or actors on one machine do not oversubscribe its cores.
-    compiled = core.compile_model(ov_model, "CPU", {
-        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT",
-        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-    })
+    compiled = core.compile_model(ov_model, "CPU", _compile_config(precision, torch.get_num_threads()))
     names = [port.get_any_name() for port in compiled.inputs]
     streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
     queue = ov.AsyncInferQueue(compiled, streams)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,42 @@ def test_openvino_splits_a_batch_across_streams_without_changing_scores(tiny_xlm
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     ref = Reranker(tiny_xlmr, normalize="none", dtype="float32", engine="torch", overflow="truncate")
     np.testing.assert_allclose(batched, ref.score(QUERY, DOCS * 3), atol=1e-4)
+
+
+def test_a_process_with_fewer_threads_than_cores_does_not_pin_them(tiny_cross_encoder, cache_dir, monkeypatch):
+    import openvino
+
+    from rerank_plugins import clear_model_cache
+
+    # OpenVINO pins each process's threads from core 0: two 1-thread Ray actors shared one core.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert engines._compile_config("f32", 1)["ENABLE_CPU_PINNING"] is False
+    assert engines._compile_config("f32", 3)["ENABLE_CPU_PINNING"] is False
+    assert engines._compile_config("f32", 4)["ENABLE_CPU_PINNING"] is True
+    assert engines._compile_config("bf16", 2)["INFERENCE_NUM_THREADS"] == 2
+
+    # The settings reach the compiled model (OpenVINO accepts them and reads them back).
+    clear_model_cache()
+    compiled = []
+    real_compile = openvino.Core.compile_model
+
+    def spy(self, model, device=None, config=None):
+        result = real_compile(self, model, device, config or {})
+        compiled.append(result)
+        return result
+
+    monkeypatch.setattr(openvino.Core, "compile_model", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ov = Reranker(tiny_cross_encoder, normalize="none", dtype="float32", engine="openvino")
+        ov.score(QUERY, DOCS)
+    finally:
+        torch.set_num_threads(threads)
+    assert compiled, "the model was not compiled"
+    assert compiled[-1].get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled[-1].get_property("ENABLE_CPU_PINNING") is False
+    clear_model_cache()
 
 
 def test_openvino_bfloat16_stays_close(tiny_xlmr, cache_dir):
