@@ -163,8 +163,6 @@ def _compile_config(precision: str, threads: int) -> dict[str, Any]:
     both pinned to core 0 and shared it (measured: 50% of a core each, the
     other core idle).
     """
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {
         "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT",
