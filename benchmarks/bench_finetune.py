@@ -53,12 +53,14 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--negatives", type=int, default=3)
     p.add_argument("--mine-k", type=int, default=30)
     p.add_argument("--retrieve-k", type=int, default=30)
+    p.add_argument("--loss", choices=("bce", "listwise"), default="bce")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--b-learning-rate", type=float, default=2e-5, help="(b): a gentler rate for a trained head")
     p.add_argument("--pos-weight", default="balanced", help="'balanced' or a number (1: unweighted)")
     p.add_argument("--attention-dropout", default="0", help="a rate, or 'keep' for the base's own")
+    p.add_argument("--skip-untrained", action="store_true", help="(a): do not measure the untrained model")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary dir)")
@@ -104,7 +106,7 @@ def main() -> int:
     json_out.unlink(missing_ok=True)
     common = dict(
         bi_encoder=bi, eval_queries=args.eval_queries, eval_fraction=args.eval_fraction, split_seed=args.split_seed,
-        negatives=args.negatives, mine_k=args.mine_k, epochs=args.epochs, batch_size=args.batch_size,
+        negatives=args.negatives, mine_k=args.mine_k, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype,
         pos_weight=args.pos_weight if args.pos_weight == "balanced" else float(args.pos_weight),
         attention_dropout=None if args.attention_dropout == "keep" else float(args.attention_dropout),
@@ -118,11 +120,13 @@ def main() -> int:
         for size in args.sizes:
             start = time.perf_counter()
             report = finetune(dataset, base=encoder, output=work / f"a-{size}", train_queries=size, seed=0,
-                              learning_rate=args.learning_rate, evaluate_base=untrained is None, **common)
+                              learning_rate=args.learning_rate,
+                              evaluate_base=untrained is None and not args.skip_untrained, **common)
             untrained = untrained or report.base  # same seed, head and held-out questions: measured once
             row = {
                 "part": "a", "train_queries": report.config["train_queries"], "pairs": report.config["train_pairs"],
-                "retrieval_mrr10": report.retrieval["mrr@10"], "untrained_mrr10": untrained["mrr@10"],
+                "retrieval_mrr10": report.retrieval["mrr@10"],
+                "untrained_mrr10": untrained["mrr@10"] if untrained else float("nan"),
                 "trained_mrr10": report.trained["mrr@10"], "train_s": report.timing["train_s"],
                 "train_pairs_per_s": report.timing["train_pairs_per_s"], "run_s": time.perf_counter() - start,
             }
@@ -156,7 +160,8 @@ def main() -> int:
 
     print(f"\nheld-out MRR@10 on {args.eval_queries} SQuAD dev questions from {len(split.eval_groups)} unseen articles")
     if curve:
-        print("(a) plain MiniLM-L6 encoder + new head, lr", args.learning_rate, "epochs", args.epochs, args.dtype,
+        print("(a) plain MiniLM-L6 encoder + new head, loss", args.loss, "lr", args.learning_rate, "epochs",
+              args.epochs, args.dtype,
               "pos_weight", args.pos_weight, "attention dropout", args.attention_dropout)
         print(f"{'train q':>8} {'pairs':>6} {'retrieval':>9} {'untrained':>9} {'trained':>8} {'train s':>8} "
               f"{'pairs/s':>8}")
@@ -164,7 +169,8 @@ def main() -> int:
             print(f"{r['train_queries']:>8} {r['pairs']:>6} {r['retrieval_mrr10']:>9.4f} {r['untrained_mrr10']:>9.4f} "
                   f"{r['trained_mrr10']:>8.4f} {r['train_s']:>8.1f} {r['train_pairs_per_s']:>8.2f}")
     if seeds:
-        print("(b) ms-marco-MiniLM-L-12-v2 continued, lr", args.b_learning_rate, "epochs", args.epochs, args.dtype)
+        print("(b) ms-marco-MiniLM-L-12-v2 continued, loss", args.loss, "lr", args.b_learning_rate, "epochs",
+              args.epochs, args.dtype)
         print(f"{'seed':>4} {'train q':>8} {'before':>7} {'after':>7} {'gain':>8} {'train s':>8}")
         for r in seeds:
             print(f"{r['seed']:>4} {r['train_queries']:>8} {r['before_mrr10']:>7.4f} {r['after_mrr10']:>7.4f} "

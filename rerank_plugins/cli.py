@@ -460,7 +460,7 @@ def _add_serve_parser(sub: Any) -> None:
 
 
 def _add_train_parser(sub: Any) -> None:
-    from rerank_plugins.training.finetune import TRAIN_DTYPES
+    from rerank_plugins.training.finetune import LOSSES, TRAIN_DTYPES
 
     tr = sub.add_parser(
         "train", formatter_class=_Formatter,
@@ -498,11 +498,15 @@ def _add_train_parser(sub: Any) -> None:
                     help="hard negatives per training question (default: %(default)s)")
     tr.add_argument("--mine-k", type=_positive_int, default=30, metavar="N",
                     help="first-stage candidates retrieved per training question to mine from (default: %(default)s)")
+    tr.add_argument("--loss", choices=tuple(LOSSES), default="bce",
+                    help="bce (default): binary cross-entropy per pair, calibrated scores, for continued training "
+                         "of a reranker; listwise: softmax over each question's positive and negatives, the one "
+                         "that learns from a plain encoder")
     tr.add_argument("--epochs", type=_positive_int, default=1, metavar="E", help="(default: %(default)s)")
     tr.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                     help="stop after N optimiser steps (overrides --epochs)")
     tr.add_argument("--batch-size", type=_positive_int, default=16, metavar="B",
-                    help="training pairs per step (default: %(default)s)")
+                    help="training pairs scored per step (default: %(default)s)")
     tr.add_argument("--learning-rate", type=_learning_rate, default=1e-4, metavar="LR",
                     help="peak learning rate (default: %(default)s; about 2e-5 suits continued training "
                          "of a reranker)")
@@ -765,7 +769,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     report = finetune(
         args.data, format=args.format, corpus=args.corpus, base=args.base, output=output,
         bi_encoder=args.bi_encoder, train_queries=args.train_queries, eval_queries=args.eval_queries,
-        eval_fraction=args.eval_fraction, negatives=args.negatives, mine_k=args.mine_k, epochs=args.epochs,
+        eval_fraction=args.eval_fraction, negatives=args.negatives, mine_k=args.mine_k, loss=args.loss,
+        epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         pos_weight=args.pos_weight, attention_dropout=args.attention_dropout, max_length=args.max_length,
         dtype=args.dtype, seed=args.seed, retrieve_k=args.retrieve_k, rerank_k=args.rerank_k,

@@ -20,9 +20,10 @@ from rerank_plugins.training.data import (
     select_negatives,
     split_by_group,
 )
-from rerank_plugins.training.finetune import REPORT_METRICS, TRAIN_DTYPES, FinetuneReport, finetune
+from rerank_plugins.training.finetune import LOSSES, REPORT_METRICS, TRAIN_DTYPES, FinetuneReport, finetune
 
 __all__ = [
+    "LOSSES",
     "REPORT_METRICS",
     "TRAIN_DTYPES",
     "FinetuneReport",

@@ -39,12 +39,13 @@ def test_train_korean_korquad_layout(korquad_file, tiny_xlmr, tiny_bi_encoder, t
     argv = ["train", "--data", str(korquad_file), "--base", str(tiny_xlmr), "--output", str(out),
             "--bi-encoder", str(tiny_bi_encoder), "--negatives", "2", "--mine-k", "5", "--max-steps", "2",
             "--batch-size", "4", "--max-length", "64", "--retrieve-k", "10", "--device", "cpu",
-            "--dtype", "float32", "--no-progress", "--json-out", str(report_path)]
+            "--dtype", "float32", "--loss", "listwise", "--no-progress", "--json-out", str(report_path)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "retrieval" in captured.out and "trained" in captured.out
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report["config"]["base"]["had_head"] is True  # an existing one-logit reranker, trained further
+    assert report["config"]["training"]["loss"] == "MultipleNegativesRankingLoss"
     assert report["config"]["split"]["group_by"] == "group"
     assert report["config"]["eval_queries"] == 4 and report["config"]["train_queries"] == 12
     assert set(report["trained"]) == {"hit@1", "hit@3", "hit@10", "mrr@10", "ndcg@10"}
@@ -65,7 +66,7 @@ def test_train_help_lists_the_flags(capsys):
     for flag in ("--data", "--format", "--corpus", "--base", "--output", "--bi-encoder", "--train-queries",
                  "--eval-queries", "--negatives", "--mine-k", "--epochs", "--batch-size", "--learning-rate",
                  "--seed", "--json-out", "--dtype", "--max-length", "--checkpoint-dir", "--overwrite", "--pos-weight",
-                 "--attention-dropout"):
+                 "--attention-dropout", "--loss"):
         assert flag in text, flag
 
 
@@ -94,7 +95,8 @@ def test_bad_input_is_one_line(tmp_path, tiny_squad, tiny_bi_encoder, tiny_jsonl
     assert "at least 10" in _error_line(capsys)
     assert main(["train", "--data", str(tiny_squad), "--base", base, "--output", str(tmp_path / "a" / "b")]) == 2
     assert "does not exist" in _error_line(capsys)
-    for flags in (["--eval-fraction", "1"], ["--learning-rate", "0"], ["--dtype", "int8"], ["--epochs", "0"]):
+    for flags in (["--eval-fraction", "1"], ["--learning-rate", "0"], ["--dtype", "int8"], ["--epochs", "0"],
+                  ["--loss", "hinge"]):
         assert main(["train", "--data", str(tiny_squad), "--base", base, "--output", out, *flags]) == 2
         capsys.readouterr()
     for value in ("0", "-2", "heavy"):

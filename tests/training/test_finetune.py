@@ -134,10 +134,82 @@ def test_pos_weight_reaches_the_loss(tiny_squad, tiny_bi_encoder, tmp_path, monk
             seen.append(None if pos_weight is None else float(pos_weight))
             super().__init__(model, pos_weight=pos_weight, **kwargs)
 
-    monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:3], SpyLoss, imports[4]))
+    monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:3], SpyLoss, *imports[4:]))
     out = tmp_path / "weighted"
     report = finetune(tiny_squad, base=str(tiny_bi_encoder), output=out, bi_encoder=str(tiny_bi_encoder),
                       evaluate_base=False, pos_weight=2.5, **{**SETTINGS, "max_steps": 1})
     assert seen == [2.5]
     assert report.config["training"]["pos_weight"] == 2.5
     assert "positive weight 2.5" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_listwise_trains_on_question_rows_with_their_positive_and_negatives(
+    tiny_squad, tiny_bi_encoder, tmp_path, monkeypatch
+):
+    from rerank_plugins.evaluation import load_dataset
+
+    ft = importlib.import_module("rerank_plugins.training.finetune")
+    imports = ft._train_imports()
+    batches, made = [], []
+
+    class SpyListwise(imports[5]):
+        def __init__(self, model, **kwargs):
+            made.append(kwargs)
+            super().__init__(model, **kwargs)
+
+        def forward(self, inputs, labels, **kwargs):
+            batches.append([list(column) for column in inputs])
+            return super().forward(inputs, labels, **kwargs)
+
+    monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:5], SpyListwise))
+    made_rows = []
+    real_tuples = ft._tuples
+    monkeypatch.setattr(ft, "_tuples", lambda *a: made_rows.append(real_tuples(*a)) or made_rows[-1])
+    out = tmp_path / "listwise"
+    report = finetune(tiny_squad, base=str(tiny_bi_encoder), output=out, bi_encoder=str(tiny_bi_encoder),
+                      evaluate_base=False, loss="listwise", **{**SETTINGS, "batch_size": 8, "max_steps": 2})
+    assert made == [{"num_negatives": 1}]
+    # batch_size counts pairs: 8 // (2 negatives + positive + 1 in-batch negative) = 2 questions a step
+    assert [len(b) for b in batches] == [4, 4] and all(len(col) == 2 for b in batches for col in b)
+    data = load_dataset(tiny_squad)
+    text_of = dict(zip(data.doc_ids, data.doc_texts, strict=True))
+    positives_of = {q.text: {text_of[d] for d in q.positives} for q in data.queries}
+    split = split_by_group(data, eval_fraction=0.4, seed=0)
+    eval_texts = {text_of[d] for q in split.eval.queries for d in q.positives}
+    for query, positive, *negatives in (row for b in batches for row in zip(*b, strict=True)):
+        assert positive in positives_of[query]
+        assert len(negatives) == 2 and not set(negatives) & positives_of[query]
+        assert positive not in eval_texts and not set(negatives) & eval_texts
+    cfg = report.config["training"]
+    assert cfg["loss"] == "MultipleNegativesRankingLoss" and cfg["pos_weight"] is None
+    assert 0 < len(made_rows[0]["query"]) <= report.config["train_queries"]
+    assert cfg["pairs_scored_per_epoch"] == 4 * len(made_rows[0]["query"])
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "`MultipleNegativesRankingLoss`" in card and "positive weight" not in card
+    assert Reranker(str(out)).kind == "cross-encoder"
+
+
+def test_listwise_rows_leave_out_questions_short_of_negatives():
+    from rerank_plugins.evaluation.data import Query
+    from rerank_plugins.training import MinedQuery
+
+    ft = importlib.import_module("rerank_plugins.training.finetune")
+    text_of = {d: f"text {d}" for d in "abcdefg"}
+    mined = [
+        MinedQuery(Query("q1", "one", frozenset({"a"})), ("c", "d"), ()),
+        MinedQuery(Query("q2", "two", frozenset({"b"})), ("e",), ()),  # short: left out
+        MinedQuery(Query("q3", "three", frozenset({"f", "g"})), ("a", "b", "c"), ()),  # two positives: two rows
+    ]
+    rows = ft._tuples(mined, text_of, 2)
+    assert rows == {
+        "query": ["one", "three", "three"],
+        "positive": ["text a", "text f", "text g"],
+        "negative_1": ["text c", "text a", "text a"],
+        "negative_2": ["text d", "text b", "text b"],
+    }
+
+
+def test_a_bad_loss_fails_before_any_work(tiny_squad, tiny_bi_encoder, tmp_path):
+    with pytest.raises(ValueError, match="loss must be one of bce, listwise; got 'hinge'"):
+        finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", loss="hinge")
+    assert not (tmp_path / "new").exists()
