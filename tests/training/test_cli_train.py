@@ -39,13 +39,14 @@ def test_train_korean_korquad_layout(korquad_file, tiny_xlmr, tiny_bi_encoder, t
     argv = ["train", "--data", str(korquad_file), "--base", str(tiny_xlmr), "--output", str(out),
             "--bi-encoder", str(tiny_bi_encoder), "--negatives", "2", "--mine-k", "5", "--max-steps", "2",
             "--batch-size", "4", "--max-length", "64", "--retrieve-k", "10", "--device", "cpu",
-            "--dtype", "float32", "--loss", "listwise", "--no-progress", "--json-out", str(report_path)]
+            "--dtype", "float32", "--no-progress", "--json-out", str(report_path)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "retrieval" in captured.out and "trained" in captured.out
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report["config"]["base"]["had_head"] is True  # an existing one-logit reranker, trained further
-    assert report["config"]["training"]["loss"] == "MultipleNegativesRankingLoss"
+    # --loss auto: bce for continued training, which keeps the scores calibrated
+    assert report["config"]["training"]["loss"] == "BinaryCrossEntropyLoss"
     assert report["config"]["split"]["group_by"] == "group"
     assert report["config"]["eval_queries"] == 4 and report["config"]["train_queries"] == 12
     assert set(report["trained"]) == {"hit@1", "hit@3", "hit@10", "mrr@10", "ndcg@10"}
@@ -107,3 +108,20 @@ def test_bad_input_is_one_line(tmp_path, tiny_squad, tiny_bi_encoder, tiny_jsonl
                      "--attention-dropout", value]) == 2
         assert "--attention-dropout: expected 'keep' or a number in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_loss_and_pos_weight_flags_reach_finetune(tmp_path, tiny_squad, monkeypatch):
+    import rerank_plugins.training as training
+
+    seen = {}
+
+    def spy(data, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(training, "finetune", spy)
+    argv = ["train", "--data", str(tiny_squad), "--base", "b", "--output", str(tmp_path / "out")]
+    assert main([*argv, "--loss", "listwise", "--pos-weight", "2"]) == 1  # the spy stops it
+    assert seen["loss"] == "listwise" and seen["pos_weight"] == 2.0
+    assert main(argv) == 1
+    assert seen["loss"] == "auto" and seen["pos_weight"] == "balanced"

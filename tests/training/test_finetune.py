@@ -44,9 +44,8 @@ def test_report_shape(trained, tmp_path):
     # one positive + at most 2 negatives per training question
     assert cfg["train_queries"] < cfg["train_pairs"] <= 3 * cfg["train_queries"]
     assert cfg["training"]["max_steps"] == 2 and cfg["training"]["dtype"] == "bfloat16"
-    # "balanced": one positive per training question, so the weight is the negatives per positive
-    positives = cfg["train_queries"]
-    assert cfg["training"]["pos_weight"] == pytest.approx((cfg["train_pairs"] - positives) / positives)
+    # loss "auto" on a plain encoder (a new head): listwise, which has no positive weight
+    assert cfg["training"]["loss"] == "MultipleNegativesRankingLoss" and cfg["training"]["pos_weight"] is None
     assert report.output == str(out)
     table = report.format_table()
     assert "mrr@10" in table and f"{report.trained['mrr@10']:.4f}" in table
@@ -137,10 +136,17 @@ def test_pos_weight_reaches_the_loss(tiny_squad, tiny_bi_encoder, tmp_path, monk
     monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:3], SpyLoss, *imports[4:]))
     out = tmp_path / "weighted"
     report = finetune(tiny_squad, base=str(tiny_bi_encoder), output=out, bi_encoder=str(tiny_bi_encoder),
-                      evaluate_base=False, pos_weight=2.5, **{**SETTINGS, "max_steps": 1})
+                      evaluate_base=False, loss="bce", pos_weight=2.5, **{**SETTINGS, "max_steps": 1})
     assert seen == [2.5]
     assert report.config["training"]["pos_weight"] == 2.5
     assert "positive weight 2.5" in (out / "README.md").read_text(encoding="utf-8")
+    # "balanced" (the default): one positive per training question, so the weight is the negatives per positive
+    report = finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "balanced",
+                      bi_encoder=str(tiny_bi_encoder), evaluate_base=False, loss="bce", **{**SETTINGS, "max_steps": 1})
+    cfg = report.config
+    balanced = (cfg["train_pairs"] - cfg["train_queries"]) / cfg["train_queries"]
+    assert 1.0 < balanced <= 2.0 and seen[1] == pytest.approx(balanced) == cfg["training"]["pos_weight"]
+    assert cfg["training"]["loss"] == "BinaryCrossEntropyLoss"
 
 
 def test_listwise_trains_on_question_rows_with_their_positive_and_negatives(
@@ -210,6 +216,6 @@ def test_listwise_rows_leave_out_questions_short_of_negatives():
 
 
 def test_a_bad_loss_fails_before_any_work(tiny_squad, tiny_bi_encoder, tmp_path):
-    with pytest.raises(ValueError, match="loss must be one of bce, listwise; got 'hinge'"):
+    with pytest.raises(ValueError, match="loss must be one of auto, bce, listwise; got 'hinge'"):
         finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", loss="hinge")
     assert not (tmp_path / "new").exists()
