@@ -53,7 +53,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--negatives", type=int, default=3)
     p.add_argument("--mine-k", type=int, default=30)
     p.add_argument("--retrieve-k", type=int, default=30)
-    p.add_argument("--loss", choices=("bce", "listwise"), default="bce")
+    p.add_argument("--loss", choices=("auto", "bce", "listwise"), default="auto",
+                   help="auto (default): listwise for (a)'s new head, bce for (b)'s continued training")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)
@@ -124,7 +125,8 @@ def main() -> int:
                               evaluate_base=untrained is None and not args.skip_untrained, **common)
             untrained = untrained or report.base  # same seed, head and held-out questions: measured once
             row = {
-                "part": "a", "train_queries": report.config["train_queries"], "pairs": report.config["train_pairs"],
+                "part": "a", "loss": report.config["training"]["loss"],
+                "train_queries": report.config["train_queries"], "pairs": report.config["train_pairs"],
                 "retrieval_mrr10": report.retrieval["mrr@10"],
                 "untrained_mrr10": untrained["mrr@10"] if untrained else float("nan"),
                 "trained_mrr10": report.trained["mrr@10"], "train_s": report.timing["train_s"],
@@ -146,7 +148,8 @@ def main() -> int:
                               evaluate_base=before is None, **common)
             before = before or report.base  # the shipped head is deterministic: measured once
             row = {
-                "part": "b", "seed": seed, "train_queries": report.config["train_queries"],
+                "part": "b", "loss": report.config["training"]["loss"], "seed": seed,
+                "train_queries": report.config["train_queries"],
                 "pairs": report.config["train_pairs"], "retrieval_mrr10": report.retrieval["mrr@10"],
                 "before_mrr10": before["mrr@10"], "after_mrr10": report.trained["mrr@10"],
                 "gain": report.trained["mrr@10"] - before["mrr@10"], "train_s": report.timing["train_s"],
@@ -160,7 +163,7 @@ def main() -> int:
 
     print(f"\nheld-out MRR@10 on {args.eval_queries} SQuAD dev questions from {len(split.eval_groups)} unseen articles")
     if curve:
-        print("(a) plain MiniLM-L6 encoder + new head, loss", args.loss, "lr", args.learning_rate, "epochs",
+        print("(a) plain MiniLM-L6 encoder + new head,", curve[0]["loss"], "lr", args.learning_rate, "epochs",
               args.epochs, args.dtype,
               "pos_weight", args.pos_weight, "attention dropout", args.attention_dropout)
         print(f"{'train q':>8} {'pairs':>6} {'retrieval':>9} {'untrained':>9} {'trained':>8} {'train s':>8} "
@@ -169,7 +172,7 @@ def main() -> int:
             print(f"{r['train_queries']:>8} {r['pairs']:>6} {r['retrieval_mrr10']:>9.4f} {r['untrained_mrr10']:>9.4f} "
                   f"{r['trained_mrr10']:>8.4f} {r['train_s']:>8.1f} {r['train_pairs_per_s']:>8.2f}")
     if seeds:
-        print("(b) ms-marco-MiniLM-L-12-v2 continued, loss", args.loss, "lr", args.b_learning_rate, "epochs",
+        print("(b) ms-marco-MiniLM-L-12-v2 continued,", seeds[0]["loss"], "lr", args.b_learning_rate, "epochs",
               args.epochs, args.dtype)
         print(f"{'seed':>4} {'train q':>8} {'before':>7} {'after':>7} {'gain':>8} {'train s':>8}")
         for r in seeds:
