@@ -219,3 +219,11 @@ def test_a_bad_loss_fails_before_any_work(tiny_squad, tiny_bi_encoder, tmp_path)
     with pytest.raises(ValueError, match="loss must be one of auto, bce, listwise; got 'hinge'"):
         finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", loss="hinge")
     assert not (tmp_path / "new").exists()
+
+
+def test_listwise_with_no_question_holding_enough_negatives_is_a_clear_error(tiny_squad, tiny_bi_encoder, tmp_path):
+    # the tiny corpus has 19 paragraphs: no question can have 40 negatives
+    with pytest.raises(ValueError, match="no training question has 40 mined negatives; lower negatives"):
+        finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", bi_encoder=str(tiny_bi_encoder),
+                 evaluate_base=False, loss="listwise", **{**SETTINGS, "negatives": 40, "mine_k": 50})
+    assert not (tmp_path / "new").exists()
