@@ -654,6 +654,9 @@ def _train(
         report_to="none",
         disable_tqdm=not show_progress,
         dataloader_num_workers=0,
+        # Listwise takes its in-batch negative from the other questions' passages: no text twice in a
+        # batch, so it is never the question's own positive (SQuAD questions share paragraphs).
+        batch_sampler="no_duplicates" if loss == "listwise" else "batch_sampler",
     )
     trainer = CrossEncoderTrainer(
         model=model,

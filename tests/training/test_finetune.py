@@ -182,6 +182,9 @@ def test_listwise_trains_on_question_rows_with_their_positive_and_negatives(
     positives_of = {q.text: {text_of[d] for d in q.positives} for q in data.queries}
     split = split_by_group(data, eval_fraction=0.4, seed=0)
     eval_texts = {text_of[d] for q in split.eval.queries for d in q.positives}
+    for b in batches:  # no text twice in a batch: the in-batch negative is never a question's own positive
+        texts = [t for column in b for t in column]
+        assert len(set(texts)) == len(texts)
     for query, positive, *negatives in (row for b in batches for row in zip(*b, strict=True)):
         assert positive in positives_of[query]
         assert len(negatives) == 2 and not set(negatives) & positives_of[query]
