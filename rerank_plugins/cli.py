@@ -508,8 +508,8 @@ def _add_train_parser(sub: Any) -> None:
     tr.add_argument("--batch-size", type=_positive_int, default=16, metavar="B",
                     help="training pairs scored per step (default: %(default)s)")
     tr.add_argument("--learning-rate", type=_learning_rate, default=1e-4, metavar="LR",
-                    help="peak learning rate (default: %(default)s; about 2e-5 suits continued training "
-                         "of a reranker)")
+                    help="peak learning rate (default: %(default)s; for continued training of a reranker "
+                         "use a much lower one, 1e-5 to 2e-5)")
     tr.add_argument("--pos-weight", type=_pos_weight, default="balanced", metavar="W",
                     help="weight of a positive pair in the loss: 'balanced' (default: the mined negatives per "
                          "positive) or a positive number (1: unweighted)")
