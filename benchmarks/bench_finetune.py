@@ -53,8 +53,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--negatives", type=int, default=3)
     p.add_argument("--mine-k", type=int, default=30)
     p.add_argument("--retrieve-k", type=int, default=30)
-    p.add_argument("--loss", choices=("auto", "bce", "listwise"), default="auto",
-                   help="auto (default): listwise for (a)'s new head, bce for (b)'s continued training")
+    p.add_argument("--loss", choices=("bce", "listwise"), default="listwise")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-4)

@@ -498,10 +498,9 @@ def _add_train_parser(sub: Any) -> None:
                     help="hard negatives per training question (default: %(default)s)")
     tr.add_argument("--mine-k", type=_positive_int, default=30, metavar="N",
                     help="first-stage candidates retrieved per training question to mine from (default: %(default)s)")
-    tr.add_argument("--loss", choices=("auto", *LOSSES), default="auto",
-                    help="bce: binary cross-entropy per pair (calibrated scores); listwise: softmax over each "
-                         "question's positive and negatives (learns from a plain encoder); auto (default): "
-                         "listwise for a new head, bce for continued training of a reranker")
+    tr.add_argument("--loss", choices=tuple(LOSSES), default="listwise",
+                    help="listwise (default): softmax over each question's positive and negatives, which learns "
+                         "the order; bce: binary cross-entropy per pair, which keeps the scores calibrated")
     tr.add_argument("--epochs", type=_positive_int, default=1, metavar="E", help="(default: %(default)s)")
     tr.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                     help="stop after N optimiser steps (overrides --epochs)")

@@ -340,7 +340,7 @@ def finetune(
     eval_fraction: float = 0.25,
     negatives: int = 3,
     mine_k: int = 30,
-    loss: str = "auto",
+    loss: str = "listwise",
     epochs: int = 1,
     batch_size: int = 16,
     learning_rate: float = 1e-4,
@@ -381,16 +381,16 @@ def finetune(
         eval_fraction: the share of document groups held out.
         negatives: hard negatives per training question.
         mine_k: first-stage candidates retrieved per training question to mine from.
-        loss: ``"bce"``: binary cross-entropy on each (question, passage) pair, which
-            keeps the scores calibrated (thresholds keep their meaning).
-            ``"listwise"``: softmax cross-entropy over each question's positive, its
-            hard negatives and one other question's passage (sentence-transformers'
-            ``MultipleNegativesRankingLoss``); only the order is learned; questions
-            with fewer than ``negatives`` mined negatives are left out. ``"auto"``
-            (default): listwise for a new head, bce for continued training of a
-            reranker. From a plain MiniLM-L6 encoder on SQuAD, listwise beat the
-            first stage after 500 questions where bce stayed on a constant score
-            (measured; the README's fine-tuning section).
+        loss: ``"listwise"`` (default): softmax cross-entropy over each question's
+            positive, its hard negatives and one other question's passage
+            (sentence-transformers' ``MultipleNegativesRankingLoss``); only the order
+            is learned; questions with fewer than ``negatives`` mined negatives are
+            left out. ``"bce"``: binary cross-entropy on each (question, passage)
+            pair, which keeps the scores calibrated (a threshold keeps its meaning).
+            Measured on SQuAD (the README's fine-tuning section): from a plain
+            MiniLM-L6 encoder listwise beat the first stage after 500 questions
+            where bce stayed on a constant score, and continuing a trained reranker
+            it lost less than bce.
         epochs, batch_size, learning_rate, warmup_ratio, max_steps: the trainer's
             settings (``max_steps`` overrides ``epochs`` when given). ``batch_size``
             counts pairs scored per step for either loss (listwise: whole questions,
@@ -461,8 +461,8 @@ def finetune(
         or not 0 <= attention_dropout < 1
     ):
         raise ValueError(f"attention_dropout must be None or in [0, 1), got {attention_dropout!r}")
-    if loss != "auto" and loss not in LOSSES:
-        raise ValueError(f"loss must be one of auto, {', '.join(LOSSES)}; got {loss!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if dtype not in TRAIN_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(TRAIN_DTYPES)}; got {dtype!r}")
     for name, value in (("seed", seed), ("split_seed", split_seed)):
@@ -502,8 +502,6 @@ def finetune(
         start = time.perf_counter()
         model, had_head = _load_base(base_id, max_length=max_length, device=str(torch_device), seed=seed,
                                      attention_dropout=attention_dropout)
-        if loss == "auto":
-            loss = "bce" if had_head else "listwise"
         base_dir = work / "base"
         model.save(str(base_dir))
         timing["load_base_s"] = time.perf_counter() - start

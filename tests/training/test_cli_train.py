@@ -45,8 +45,7 @@ def test_train_korean_korquad_layout(korquad_file, tiny_xlmr, tiny_bi_encoder, t
     assert "retrieval" in captured.out and "trained" in captured.out
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report["config"]["base"]["had_head"] is True  # an existing one-logit reranker, trained further
-    # --loss auto: bce for continued training, which keeps the scores calibrated
-    assert report["config"]["training"]["loss"] == "BinaryCrossEntropyLoss"
+    assert report["config"]["training"]["loss"] == "MultipleNegativesRankingLoss"  # the default
     assert report["config"]["split"]["group_by"] == "group"
     assert report["config"]["eval_queries"] == 4 and report["config"]["train_queries"] == 12
     assert set(report["trained"]) == {"hit@1", "hit@3", "hit@10", "mrr@10", "ndcg@10"}
@@ -124,4 +123,4 @@ def test_loss_and_pos_weight_flags_reach_finetune(tmp_path, tiny_squad, monkeypa
     assert main([*argv, "--loss", "listwise", "--pos-weight", "2"]) == 1  # the spy stops it
     assert seen["loss"] == "listwise" and seen["pos_weight"] == 2.0
     assert main(argv) == 1
-    assert seen["loss"] == "auto" and seen["pos_weight"] == "balanced"
+    assert seen["loss"] == "listwise" and seen["pos_weight"] == "balanced"

@@ -44,7 +44,7 @@ def test_report_shape(trained, tmp_path):
     # one positive + at most 2 negatives per training question
     assert cfg["train_queries"] < cfg["train_pairs"] <= 3 * cfg["train_queries"]
     assert cfg["training"]["max_steps"] == 2 and cfg["training"]["dtype"] == "bfloat16"
-    # loss "auto" on a plain encoder (a new head): listwise, which has no positive weight
+    # the default loss, listwise, has no positive weight
     assert cfg["training"]["loss"] == "MultipleNegativesRankingLoss" and cfg["training"]["pos_weight"] is None
     assert report.output == str(out)
     table = report.format_table()
@@ -219,7 +219,7 @@ def test_listwise_rows_leave_out_questions_short_of_negatives():
 
 
 def test_a_bad_loss_fails_before_any_work(tiny_squad, tiny_bi_encoder, tmp_path):
-    with pytest.raises(ValueError, match="loss must be one of auto, bce, listwise; got 'hinge'"):
+    with pytest.raises(ValueError, match="loss must be one of bce, listwise; got 'hinge'"):
         finetune(tiny_squad, base=str(tiny_bi_encoder), output=tmp_path / "new", loss="hinge")
     assert not (tmp_path / "new").exists()
 
