@@ -522,17 +522,18 @@ def finetune(
                                     show_progress=show_progress)
         text_of = dict(zip(train_set.doc_ids, train_set.doc_texts, strict=True))
         pairs = _pairs(mined, text_of)
-        train_rows = pairs if loss == "bce" else _tuples(mined, text_of, negatives)
         timing["mine_s"] = time.perf_counter() - start
         n_pairs = len(pairs["label"])
         skipped = sum(len(m.skipped_false_negatives) for m in mined)
         n_positives = int(sum(pairs["label"]))
         logger.info("mined %d training pairs (%d positives), skipped %d likely false negatives",
                     n_pairs, n_positives, skipped)
-        positive_weight = (n_pairs - n_positives) / max(n_positives, 1) if pos_weight == "balanced" else pos_weight
+        positive_weight = None  # bce only
         if loss == "bce":
-            step_rows, pairs_per_row = batch_size, 1
+            train_rows, step_rows, pairs_per_row = pairs, batch_size, 1
+            positive_weight = (n_pairs - n_positives) / max(n_positives, 1) if pos_weight == "balanced" else pos_weight
         else:
+            train_rows = _tuples(mined, text_of, negatives)
             dropped = sum(len(m.negatives) < negatives for m in mined)
             if dropped:
                 logger.info("listwise: left out %d questions with fewer than %d negatives", dropped, negatives)
@@ -595,7 +596,7 @@ def finetune(
                 "trainer": "sentence_transformers.cross_encoder.CrossEncoderTrainer",
                 "loss": LOSSES[loss],
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                "warmup_ratio": warmup_ratio, "pos_weight": positive_weight if loss == "bce" else None,
+                "warmup_ratio": warmup_ratio, "pos_weight": positive_weight,
                 "pairs_scored_per_epoch": scored_per_epoch,
                 "attention_dropout": attention_dropout, "max_length": max_length, "dtype": dtype,
                 "max_steps": max_steps, "seed": seed, "device": str(torch_device),
@@ -620,7 +621,7 @@ def finetune(
 
 def _train(
     model: Any, rows: dict[str, list[Any]], *, loss: str, work: Path, checkpoint_dir: str | Path | None, epochs: int,
-    batch_size: int, learning_rate: float, warmup_ratio: float, pos_weight: float, dtype: str,
+    batch_size: int, learning_rate: float, warmup_ratio: float, pos_weight: float | None, dtype: str,
     max_steps: int | None,
     save_steps: int | None, seed: int, use_cpu: bool, show_progress: bool | None,
 ) -> None:
