@@ -86,6 +86,29 @@ class FinetuneReport:
         _atomic_write_text(path, self.to_json() + "\n")
         return path
 
+    def below_base(self) -> list[str]:
+        """The metrics on which the trained model ranks the held-out questions worse than the base.
+
+        Empty when the base was not measured (``evaluate_base=False``). Anything listed
+        means this run's data or recipe did not improve the base: keep the base, or train
+        on more questions.
+
+        Example:
+            >>> if "mrr@10" in report.below_base():  # doctest: +SKIP
+            ...     reranker = Reranker(base)
+        """
+        if self.base is None:
+            return []
+        return [key for key in REPORT_METRICS if self.trained[key] < self.base[key]]
+
+    def _verdict(self) -> str | None:
+        worse = self.below_base()
+        if not worse:
+            return None
+        return (f"trained is below the base on {', '.join(worse)} "
+                f"(mrr@10 {self.trained['mrr@10'] - self.base['mrr@10']:+.4f}): the base ranks these "
+                "held-out questions better")
+
     def format_table(self) -> str:
         """The before/after table: one row per metric, retrieval / base / trained columns."""
         rows = [("metric", "retrieval", "base", "trained")]
@@ -104,6 +127,8 @@ class FinetuneReport:
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         lines.append(f"training: {t['train_s']:.1f} s, {t['train_pairs_per_s']:.1f} pairs/s; model: {self.output}")
+        if (verdict := self._verdict()) is not None:
+            lines.append(f"warning: {verdict}")
         return "\n".join(lines)
 
 
@@ -324,6 +349,7 @@ def _model_card(report: FinetuneReport, split: GroupSplit) -> str:
         "",
         *table,
         "",
+        *([] if (verdict := report._verdict()) is None else [f"**Warning**: {verdict}.", ""]),
     ])
 
 
@@ -616,6 +642,8 @@ def finetune(
         report.write_json(model_dir / "report.json")
         _publish(model_dir, output, overwrite)
     logger.info("wrote the trained reranker to %s", output)
+    if (verdict := report._verdict()) is not None:
+        logger.warning("%s", verdict)
     return report
 
 

@@ -99,6 +99,30 @@ def test_model_card_and_split_are_saved(trained, tiny_bi_encoder):
     assert [p.name for p in out.parent.iterdir()] == ["model"]  # the temporary directory was renamed away
 
 
+def test_a_trained_model_below_the_base_is_flagged_in_the_table_and_the_card(trained, tiny_squad):
+    import dataclasses
+
+    from rerank_plugins.evaluation import load_dataset
+    from rerank_plugins.training.finetune import _model_card
+
+    report, out = trained
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert ("**Warning**: trained is below the base" in card) == bool(report.below_base())
+
+    base = dict.fromkeys(REPORT_METRICS, 0.5)
+    worse = dataclasses.replace(report, base=base, trained={**base, "hit@1": 0.4, "mrr@10": 0.45})
+    assert worse.below_base() == ["hit@1", "mrr@10"]
+    assert worse.format_table().splitlines()[-1] == (
+        "warning: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500): "
+        "the base ranks these held-out questions better")
+    better = dataclasses.replace(report, base=base, trained={**base, "mrr@10": 0.6})
+    assert better.below_base() == [] and "warning" not in better.format_table()
+    assert dataclasses.replace(worse, base=None).below_base() == []  # base not measured: nothing to compare
+    split = split_by_group(load_dataset(tiny_squad), eval_fraction=0.4, seed=0)
+    assert "**Warning**: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500)" in _model_card(worse, split)
+    assert "Warning" not in _model_card(better, split)
+
+
 def test_existing_output_and_bad_settings_fail_before_any_work(trained, tiny_squad, tiny_bi_encoder, tmp_path):
     _, out = trained
     with pytest.raises(FileExistsError, match="already exists"):
