@@ -45,6 +45,7 @@ def main() -> int:
 
     from rerank_plugins import Reranker
     from rerank_plugins.evaluation import BiEncoder, load_dataset
+    from rerank_plugins.evaluation.metrics import mrr_at_k
     from rerank_plugins.evaluation.retrieval import DenseIndex
     from rerank_plugins.training import split_by_group
 
@@ -62,7 +63,7 @@ def main() -> int:
         scores = reranker.score(q.text, [text_of[d] for d in ids])
         ranked = [d for _, d in sorted(zip(scores, ids, strict=True), key=lambda t: -t[0])]
         rank = next((i + 1 for i, d in enumerate(ranked) if d in q.positives), None)
-        mrr += 1 / rank if rank is not None and rank <= 10 else 0.0
+        mrr += mrr_at_k(ranked, q.positives, 10)
         if rank == 1:
             continue
         above = ranked[: (rank or len(ranked) + 1) - 1]

@@ -90,8 +90,8 @@ class FinetuneReport:
         """The metrics on which the trained model ranks the held-out questions worse than the base.
 
         Empty when the base was not measured (``evaluate_base=False``). Anything listed
-        means this run's data or recipe did not improve the base: keep the base, or train
-        on more questions.
+        means this run did not improve the base on its held-out questions; the table, the
+        model card and a logged warning say so.
 
         Example:
             >>> if "mrr@10" in report.below_base():  # doctest: +SKIP
