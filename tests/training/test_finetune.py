@@ -191,7 +191,13 @@ def test_listwise_trains_on_question_rows_with_their_positive_and_negatives(
             batches.append([list(column) for column in inputs])
             return super().forward(inputs, labels, **kwargs)
 
-    monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:5], SpyListwise))
+    step_args = []
+
+    def spy_args(**kwargs):
+        step_args.append({k: kwargs[k] for k in ("per_device_train_batch_size", "batch_sampler")})
+        return imports[2](**kwargs)
+
+    monkeypatch.setattr(ft, "_train_imports", lambda: (*imports[:2], spy_args, *imports[3:5], SpyListwise))
     made_rows = []
     real_tuples = ft._tuples
     monkeypatch.setattr(ft, "_tuples", lambda *a: made_rows.append(real_tuples(*a)) or made_rows[-1])
@@ -200,7 +206,11 @@ def test_listwise_trains_on_question_rows_with_their_positive_and_negatives(
                       evaluate_base=False, loss="listwise", **{**SETTINGS, "batch_size": 8, "max_steps": 2})
     assert made == [{"num_negatives": 1}]
     # batch_size counts pairs: 8 // (2 negatives + positive + 1 in-batch negative) = 2 questions a step
-    assert [len(b) for b in batches] == [4, 4] and all(len(col) == 2 for b in batches for col in b)
+    assert step_args == [{"per_device_train_batch_size": 2, "batch_sampler": "no_duplicates"}]
+    # The no-duplicates sampler may hand over a short batch when too few rows share no text (the tiny
+    # corpus has 19 paragraphs and its tokenizer, trained per process, differs from run to run).
+    assert len(batches) == 2 and all(len(b) == 4 and len({len(col) for col in b}) == 1 for b in batches)
+    assert all(1 <= len(b[0]) <= 2 for b in batches)
     data = load_dataset(tiny_squad)
     text_of = dict(zip(data.doc_ids, data.doc_texts, strict=True))
     positives_of = {q.text: {text_of[d] for d in q.positives} for q in data.queries}
