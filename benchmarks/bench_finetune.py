@@ -85,7 +85,7 @@ def main() -> int:
     import torch
 
     from rerank_plugins import clear_model_cache
-    from rerank_plugins.evaluation import BiEncoder, default_bi_encoder_path, load_dataset
+    from rerank_plugins.evaluation import BiEncoder, default_bi_encoder_path, load_dataset, mrr_at_k, paired_bootstrap
     from rerank_plugins.training import finetune, split_by_group
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
@@ -140,18 +140,26 @@ def main() -> int:
     seeds = []
     if "b" in args.parts:
         before = None
+        base_rr: dict[str, float] = {}  # the shipped model's reciprocal rank per held-out question
+        trained_rr: list[dict[str, float]] = []  # the same per seed
         for seed in args.seeds:
             start = time.perf_counter()
             report = finetune(dataset, base=args.reranker, output=work / f"b-{seed}",
                               train_queries=args.b_train_queries, seed=seed, learning_rate=args.b_learning_rate,
                               evaluate_base=before is None, **common)
             before = before or report.base  # the shipped head is deterministic: measured once
+            base_rr = base_rr or {o.id: mrr_at_k(o.reranked, o.positives, 10) for o in report.base_outcomes}
+            trained_rr.append({o.id: mrr_at_k(o.reranked, o.positives, 10) for o in report.trained_outcomes})
+            ids = sorted(trained_rr[-1])
+            paired = paired_bootstrap([base_rr[q] for q in ids], [trained_rr[-1][q] for q in ids])
             row = {
                 "part": "b", "loss": report.config["training"]["loss"], "seed": seed,
                 "train_queries": report.config["train_queries"],
                 "pairs": report.config["train_pairs"], "retrieval_mrr10": report.retrieval["mrr@10"],
                 "before_mrr10": before["mrr@10"], "after_mrr10": report.trained["mrr@10"],
-                "gain": report.trained["mrr@10"] - before["mrr@10"], "train_s": report.timing["train_s"],
+                "gain": report.trained["mrr@10"] - before["mrr@10"],
+                "gain_ci95": [paired.low, paired.high], "questions_up": paired.better, "questions_down": paired.worse,
+                "train_s": report.timing["train_s"],
                 "train_pairs_per_s": report.timing["train_pairs_per_s"], "run_s": time.perf_counter() - start,
             }
             seeds.append(row)
@@ -173,14 +181,26 @@ def main() -> int:
     if seeds:
         print("(b) ms-marco-MiniLM-L-12-v2 continued,", seeds[0]["loss"], "lr", args.b_learning_rate, "epochs",
               args.epochs, args.dtype)
-        print(f"{'seed':>4} {'train q':>8} {'before':>7} {'after':>7} {'gain':>8} {'train s':>8}")
+        print(f"{'seed':>4} {'train q':>8} {'before':>7} {'after':>7} {'gain':>8} {'95% interval':>17} "
+              f"{'up':>4} {'down':>4} {'train s':>8}")
         for r in seeds:
+            low, high = r["gain_ci95"]
             print(f"{r['seed']:>4} {r['train_queries']:>8} {r['before_mrr10']:>7.4f} {r['after_mrr10']:>7.4f} "
-                  f"{r['gain']:>+8.4f} {r['train_s']:>8.1f}")
+                  f"{r['gain']:>+8.4f} {low:>+8.4f}..{high:>+7.4f} {r['questions_up']:>4} {r['questions_down']:>4} "
+                  f"{r['train_s']:>8.1f}")
         gains = [r["gain"] for r in seeds]
         spread = statistics.stdev(gains) if len(gains) > 1 else 0.0
         print(f"gain: mean {statistics.mean(gains):+.4f}, stdev {spread:.4f}, min {min(gains):+.4f}, "
               f"max {max(gains):+.4f} over {len(gains)} seeds")
+        # The seeds' mean reciprocal rank per question against the shipped model's, resampled over
+        # questions: the seed stdev above says nothing about which questions happened to be held out.
+        ids = sorted(base_rr)
+        pooled = paired_bootstrap([base_rr[q] for q in ids],
+                                  [statistics.fmean(run[q] for run in trained_rr) for q in ids])
+        print(f"mean over seeds, paired over {pooled.queries} questions: {pooled.mean:+.4f} "
+              f"(95% bootstrap interval {pooled.low:+.4f} to {pooled.high:+.4f}; {pooled.better} questions up, "
+              f"{pooled.worse} down)")
+        _append(json_out, {"part": "b", "pooled_gain": pooled.to_dict()})
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -29,11 +29,13 @@ from rerank_plugins.evaluation.data import (
 )
 from rerank_plugins.evaluation.metrics import (
     METRICS,
+    PairedDifference,
     hit_at_k,
     hit_curve,
     mean_metrics,
     mrr_at_k,
     ndcg_at_k,
+    paired_bootstrap,
     recall_at_k,
     smallest_k_near_best,
 )
@@ -70,6 +72,7 @@ __all__ = [
     "Dataset",
     "DenseIndex",
     "EvalReport",
+    "PairedDifference",
     "Query",
     "QueryOutcome",
     "SweepPoint",
@@ -86,6 +89,7 @@ __all__ = [
     "mean_metrics",
     "mrr_at_k",
     "ndcg_at_k",
+    "paired_bootstrap",
     "plot_hit_curves",
     "plot_sweep",
     "recall_at_k",

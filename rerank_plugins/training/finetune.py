@@ -26,17 +26,18 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rerank_plugins.errors import ModelLoadError, missing_extra
 from rerank_plugins.evaluation.data import Dataset, load_dataset
+from rerank_plugins.evaluation.metrics import PairedDifference, hit_at_k, mrr_at_k, ndcg_at_k, paired_bootstrap
 from rerank_plugins.training.data import GroupSplit, MinedQuery, mine_hard_negatives, split_by_group
 
 if TYPE_CHECKING:
-    from rerank_plugins.evaluation.pipeline import EvalReport
+    from rerank_plugins.evaluation.pipeline import EvalReport, QueryOutcome
     from rerank_plugins.evaluation.retrieval import BiEncoder
 
 __all__ = ["LOSSES", "REPORT_METRICS", "TRAIN_DTYPES", "FinetuneReport", "finetune"]
@@ -63,6 +64,14 @@ class FinetuneReport:
         timing: wall seconds per step and training throughput.
         config: data, split sizes, models and hyper-parameters.
         output: the trained model's directory.
+        trained_vs_base: per metric, the trained model's gain over the base on the same
+            held-out questions with a 95% paired bootstrap interval and the number of
+            questions that went up and down (``None`` when the base was not measured).
+            With a few hundred questions the interval is often wider than the gain:
+            read it before trusting a small difference either way.
+        base_outcomes, trained_outcomes: each held-out question's first-stage and
+            reranked lists (:class:`~rerank_plugins.evaluation.QueryOutcome`), for the
+            base (empty when not measured) and the trained model; not part of :meth:`to_dict`.
     """
 
     retrieval: dict[str, float]
@@ -71,11 +80,18 @@ class FinetuneReport:
     timing: dict[str, float]
     config: dict[str, Any]
     output: str
+    trained_vs_base: dict[str, PairedDifference] | None = None
+    base_outcomes: tuple[QueryOutcome, ...] = field(default=(), repr=False, compare=False)
+    trained_outcomes: tuple[QueryOutcome, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report: ``retrieval``, ``base``, ``trained``, ``timing``, ``config``, ``output`` (a copy)."""
-        return {key: copy.deepcopy(getattr(self, key))
-                for key in ("retrieval", "base", "trained", "timing", "config", "output")}
+        """The JSON report: ``retrieval``, ``base``, ``trained``, ``timing``, ``config``, ``output``
+        and ``trained_vs_base`` (each metric's :meth:`PairedDifference.to_dict`, or ``None``), a copy."""
+        out = {key: copy.deepcopy(getattr(self, key))
+               for key in ("retrieval", "base", "trained", "timing", "config", "output")}
+        out["trained_vs_base"] = None if self.trained_vs_base is None else {
+            key: diff.to_dict() for key, diff in self.trained_vs_base.items()}
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -105,9 +121,21 @@ class FinetuneReport:
         worse = self.below_base()
         if not worse:
             return None
-        return (f"trained is below the base on {', '.join(worse)} "
-                f"(mrr@10 {self.trained['mrr@10'] - self.base['mrr@10']:+.4f}): the base ranks these "
-                "held-out questions better")
+        verdict = (f"trained is below the base on {', '.join(worse)} "
+                   f"(mrr@10 {self.trained['mrr@10'] - self.base['mrr@10']:+.4f}): the base ranks these "
+                   "held-out questions better")
+        diff = (self.trained_vs_base or {}).get("mrr@10")
+        if diff is not None and not diff.excludes_zero:
+            verdict += (f", though mrr@10's {diff.confidence:.0%} interval includes 0: "
+                        f"{diff.queries} questions are too few to tell the two apart")
+        return verdict
+
+    def _paired_line(self) -> str | None:
+        if self.trained_vs_base is None:
+            return None
+        d = self.trained_vs_base["mrr@10"]
+        return (f"trained - base, mrr@10: {d.mean:+.4f} ({d.confidence:.0%} paired bootstrap interval "
+                f"{d.low:+.4f} to {d.high:+.4f}; {d.better} questions up, {d.worse} down)")
 
     def format_table(self) -> str:
         """The before/after table: one row per metric, retrieval / base / trained columns."""
@@ -126,6 +154,8 @@ class FinetuneReport:
             lines.append("  ".join(f"{c:<{widths[0]}}" if j == 0 else f"{c:>{widths[j]}}" for j, c in enumerate(row)))
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        if (paired := self._paired_line()) is not None:
+            lines.append(paired)
         lines.append(f"training: {t['train_s']:.1f} s, {t['train_pairs_per_s']:.1f} pairs/s; model: {self.output}")
         if (verdict := self._verdict()) is not None:
             lines.append(f"warning: {verdict}")
@@ -257,6 +287,19 @@ def _tuples(mined: list[MinedQuery], text_of: dict[str, str], negatives: int) ->
     return rows
 
 
+def _paired(base: Sequence[QueryOutcome], trained: Sequence[QueryOutcome]) -> dict[str, PairedDifference]:
+    """Trained minus base per report metric, paired over the same held-out questions."""
+    functions = {"hit": hit_at_k, "mrr": mrr_at_k, "ndcg": ndcg_at_k}
+    base_of = {o.id: o for o in base}
+    out = {}
+    for key in REPORT_METRICS:
+        name, k = key.split("@")
+        fn = functions[name]
+        out[key] = paired_bootstrap([fn(base_of[o.id].reranked, o.positives, int(k)) for o in trained],
+                                    [fn(o.reranked, o.positives, int(k)) for o in trained])
+    return out
+
+
 def _metrics(values: dict[str, float]) -> dict[str, float]:
     """The report's metrics; over a corpus of fewer than 10 documents, ``@10`` is ``@n`` (every document)."""
     out = {}
@@ -349,6 +392,7 @@ def _model_card(report: FinetuneReport, split: GroupSplit) -> str:
         "",
         *table,
         "",
+        *([] if (paired := report._paired_line()) is None else [paired[0].upper() + paired[1:] + ".", ""]),
         *([] if (verdict := report._verdict()) is None else [f"**Warning**: {verdict}.", ""]),
     ])
 
@@ -635,6 +679,9 @@ def finetune(
             timing=timing,
             config=config,
             output=str(output),
+            trained_vs_base=None if base_report is None else _paired(base_report.outcomes, trained_report.outcomes),
+            base_outcomes=() if base_report is None else base_report.outcomes,
+            trained_outcomes=trained_report.outcomes,
         )
         (model_dir / "README.md").write_text(_model_card(report, split), encoding="utf-8")
         (model_dir / "split.json").write_text(json.dumps(split.to_dict(), indent=2, ensure_ascii=False) + "\n",

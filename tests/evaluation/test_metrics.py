@@ -9,11 +9,13 @@ import sys
 import pytest
 
 from rerank_plugins.evaluation.metrics import (
+    PairedDifference,
     hit_at_k,
     hit_curve,
     mean_metrics,
     mrr_at_k,
     ndcg_at_k,
+    paired_bootstrap,
     recall_at_k,
     smallest_k_near_best,
 )
@@ -148,3 +150,58 @@ def test_smallest_k_near_best():
         smallest_k_near_best(mrr, -0.1)
     with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
         smallest_k_near_best(mrr, float("nan"))
+
+
+def test_paired_bootstrap_matches_a_reference_resampling():
+    import numpy as np
+
+    a = [1.0, 0.5, 0.0, 1.0, 1 / 3, 1.0, 0.25, 0.0]
+    b = [1.0, 1.0, 0.5, 1.0, 1 / 3, 0.5, 1.0, 0.0]
+    d = paired_bootstrap(a, b, resamples=500, confidence=0.9, seed=7)
+    # the reference: resample the per-query differences with replacement, take the 5th and 95th percentiles
+    rng = np.random.default_rng(7)
+    diff = np.array(b) - np.array(a)
+    means = [diff[rng.integers(0, len(diff), size=len(diff))].mean() for _ in range(500)]
+    low, high = np.quantile(means, [0.05, 0.95])
+    assert d == PairedDifference(mean=pytest.approx(sum(b) / 8 - sum(a) / 8), low=pytest.approx(low),
+                                 high=pytest.approx(high), confidence=0.9, better=3, worse=1, queries=8,
+                                 resamples=500)
+    assert paired_bootstrap(a, b, resamples=500, confidence=0.9, seed=7) == d  # deterministic
+    assert paired_bootstrap(a, b, resamples=500, confidence=0.9, seed=8) != d
+    assert d.to_dict() == {"mean": d.mean, "low": d.low, "high": d.high, "confidence": 0.9, "better": 3,
+                           "worse": 1, "queries": 8, "resamples": 500}
+
+
+def test_paired_bootstrap_interval_width_and_sign():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.random(400).tolist()
+    b = (np.array(a) + 0.05 + rng.normal(0, 1, 400)).tolist()
+    d = paired_bootstrap(a, b)
+    # the normal approximation: mean +- 1.96 standard errors
+    se = float(np.std(np.array(b) - np.array(a), ddof=1)) / 400**0.5
+    assert d.low < d.mean < d.high
+    assert (d.high - d.low) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert d.excludes_zero is False  # a 0.05 shift under noise of 1 cannot be told from 0 on 400 queries
+    same = paired_bootstrap([0.2, 0.4], [0.7, 0.9])
+    assert (same.mean, same.low, same.high) == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
+    assert same.excludes_zero and same.better == 2
+    down = paired_bootstrap([1.0, 1.0, 1.0], [0.5, 0.5, 0.0])
+    assert down.high < 0 and down.excludes_zero and down.worse == 3
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "kwargs", "message"),
+    [
+        ([1.0], [1.0, 0.5], {}, "1 scores for A but 2 for B"),
+        ([], [], {}, "no queries"),
+        ([1.0], [0.5], {"resamples": 0}, "resamples must be a positive int"),
+        ([1.0], [0.5], {"resamples": 10.0}, "resamples must be a positive int"),
+        ([1.0], [0.5], {"confidence": 1.0}, "confidence must be in"),
+        ([1.0], [0.5], {"confidence": True}, "confidence must be in"),
+    ],
+)
+def test_paired_bootstrap_rejects_bad_input(a, b, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        paired_bootstrap(a, b, **kwargs)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from rerank_plugins import Reranker
+from rerank_plugins.evaluation import PairedDifference
 from rerank_plugins.training import REPORT_METRICS, finetune, split_by_group
 
 pytest.importorskip("faiss", reason="fine-tuning mines with the eval extra's faiss index")
@@ -29,10 +30,15 @@ def trained(tmp_path_factory, tiny_squad, tiny_bi_encoder):
 def test_report_shape(trained, tmp_path):
     report, out = trained
     d = report.to_dict()
-    assert list(d) == ["retrieval", "base", "trained", "timing", "config", "output"]
+    assert list(d) == ["retrieval", "base", "trained", "timing", "config", "output", "trained_vs_base"]
     for column in ("retrieval", "base", "trained"):
         assert list(d[column]) == list(REPORT_METRICS)
         assert all(0.0 <= v <= 1.0 for v in d[column].values())
+    assert list(d["trained_vs_base"]) == list(REPORT_METRICS)
+    for key, diff in d["trained_vs_base"].items():
+        assert diff["mean"] == pytest.approx(report.trained[key] - report.base[key], abs=1e-12)
+        assert diff["low"] <= diff["high"] and diff["queries"] == report.config["eval_queries"]
+        assert diff["better"] + diff["worse"] <= diff["queries"] and diff["confidence"] == 0.95
     assert {"index_s", "mine_s", "load_base_s", "eval_base_s", "train_s", "eval_trained_s", "total_s",
             "train_pairs_per_s"} <= set(report.timing)
     cfg = report.config
@@ -49,6 +55,9 @@ def test_report_shape(trained, tmp_path):
     assert report.output == str(out)
     table = report.format_table()
     assert "mrr@10" in table and f"{report.trained['mrr@10']:.4f}" in table
+    paired = report.trained_vs_base["mrr@10"]
+    assert (f"trained - base, mrr@10: {paired.mean:+.4f} (95% paired bootstrap interval {paired.low:+.4f} to "
+            f"{paired.high:+.4f}; {paired.better} questions up, {paired.worse} down)") in table.splitlines()
     path = report.write_json(tmp_path / "r.json")
     assert json.loads(path.read_text(encoding="utf-8")) == json.loads(report.to_json())
     assert json.loads((out / "report.json").read_text(encoding="utf-8")) == json.loads(report.to_json())
@@ -63,6 +72,22 @@ def test_trained_column_is_the_two_stage_evaluation_of_the_saved_model(trained, 
                      BiEncoder(str(tiny_bi_encoder), device="cpu"), retrieve_k=10, rerank_k=10, ks=(1, 3, 10))
     assert report.trained == {k: again.reranked[k] for k in REPORT_METRICS}
     assert report.retrieval == {k: again.retrieval[k] for k in REPORT_METRICS}
+    # per question, for paired comparisons (scores may differ in the last bits: other batch padding)
+    assert [(o.id, o.reranked) for o in report.trained_outcomes] == [(o.id, o.reranked) for o in again.outcomes]
+    assert [o.id for o in report.base_outcomes] == [o.id for o in again.outcomes]
+
+
+def test_trained_vs_base_pairs_each_held_out_question(trained):
+    from rerank_plugins.evaluation import mrr_at_k, paired_bootstrap
+
+    report, _ = trained
+    base_rr = {o.id: mrr_at_k(o.reranked, o.positives, 10) for o in report.base_outcomes}
+    trained_rr = [(base_rr[o.id], mrr_at_k(o.reranked, o.positives, 10)) for o in report.trained_outcomes]
+    up = sum(t > b for b, t in trained_rr)
+    down = sum(t < b for b, t in trained_rr)
+    paired = report.trained_vs_base["mrr@10"]
+    assert (paired.better, paired.worse, paired.queries) == (up, down, len(trained_rr))
+    assert paired == paired_bootstrap([b for b, _ in trained_rr], [t for _, t in trained_rr])
 
 
 def test_output_loads_as_cross_encoder_with_parity(trained, tiny_bi_encoder):
@@ -110,16 +135,32 @@ def test_a_trained_model_below_the_base_is_flagged_in_the_table_and_the_card(tra
     assert ("**Warning**: trained is below the base" in card) == bool(report.below_base())
 
     base = dict.fromkeys(REPORT_METRICS, 0.5)
-    worse = dataclasses.replace(report, base=base, trained={**base, "hit@1": 0.4, "mrr@10": 0.45})
+    worse = dataclasses.replace(report, base=base, trained={**base, "hit@1": 0.4, "mrr@10": 0.45},
+                                trained_vs_base=None)
     assert worse.below_base() == ["hit@1", "mrr@10"]
     assert worse.format_table().splitlines()[-1] == (
         "warning: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500): "
         "the base ranks these held-out questions better")
+    # the paired interval qualifies the warning when it cannot tell the two apart
+    clear = PairedDifference(mean=-0.05, low=-0.09, high=-0.01, confidence=0.95, better=1, worse=9, queries=300,
+                             resamples=2000)
+    noisy = dataclasses.replace(clear, low=-0.12, high=0.02)
+    lines = dataclasses.replace(worse, trained_vs_base={"mrr@10": clear}).format_table().splitlines()
+    assert lines[-3] == (
+        "trained - base, mrr@10: -0.0500 (95% paired bootstrap interval -0.0900 to -0.0100; 1 questions up, 9 down)")
+    assert lines[-1] == ("warning: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500): "
+                         "the base ranks these held-out questions better")
+    assert dataclasses.replace(worse, trained_vs_base={"mrr@10": noisy}).format_table().splitlines()[-1] == (
+        "warning: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500): "
+        "the base ranks these held-out questions better, though mrr@10's 95% interval includes 0: "
+        "300 questions are too few to tell the two apart")
     better = dataclasses.replace(report, base=base, trained={**base, "mrr@10": 0.6})
     assert better.below_base() == [] and "warning" not in better.format_table()
     assert dataclasses.replace(worse, base=None).below_base() == []  # base not measured: nothing to compare
     split = split_by_group(load_dataset(tiny_squad), eval_fraction=0.4, seed=0)
     assert "**Warning**: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500)" in _model_card(worse, split)
+    card = _model_card(dataclasses.replace(worse, trained_vs_base={"mrr@10": noisy}), split)
+    assert "\nTrained - base, mrr@10: -0.0500 (95% paired bootstrap interval -0.1200 to +0.0200; " in card
     assert "Warning" not in _model_card(better, split)
 
 
