@@ -510,8 +510,8 @@ def _add_train_parser(sub: Any) -> None:
                     help="peak learning rate (default: %(default)s; for continued training of a reranker "
                          "use a much lower one, 1e-5 to 2e-5)")
     tr.add_argument("--pos-weight", type=_pos_weight, default="balanced", metavar="W",
-                    help="weight of a positive pair in the loss: 'balanced' (default: the mined negatives per "
-                         "positive) or a positive number (1: unweighted)")
+                    help="--loss bce only: weight of a positive pair: 'balanced' (default: the mined negatives "
+                         "per positive) or a positive number (1: unweighted)")
     tr.add_argument("--attention-dropout", type=_attention_dropout, default=0.0, metavar="P",
                     help="attention dropout while training: 0 (default; torch's fused attention, about 2x faster "
                          "on CPU), a rate, or 'keep' for the base's own")

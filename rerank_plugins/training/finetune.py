@@ -465,7 +465,8 @@ def finetune(
             settings (``max_steps`` overrides ``epochs`` when given). ``batch_size``
             counts pairs scored per step for either loss (listwise: whole questions,
             ``negatives + 2`` pairs each, at least 2 questions).
-        pos_weight: the weight of a positive pair in the binary cross-entropy (``"bce"`` only):
+        pos_weight: the weight of a positive pair in the binary cross-entropy (``"bce"`` only;
+            a number with another loss is an error):
             ``"balanced"`` (default) weighs positives by the mined negatives per
             positive, as sentence-transformers' hard-negative examples do, so the
             model cannot settle on "everything is a negative"; a number sets it
@@ -533,6 +534,9 @@ def finetune(
         raise ValueError(f"attention_dropout must be None or in [0, 1), got {attention_dropout!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+    if loss != "bce" and pos_weight != "balanced":
+        raise ValueError(f"pos_weight applies to loss='bce' only; the {loss} loss has no positive weight "
+                         f"(got pos_weight={pos_weight!r})")
     if dtype not in TRAIN_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(TRAIN_DTYPES)}; got {dtype!r}")
     for name, value in (("seed", seed), ("split_seed", split_seed)):

@@ -124,3 +124,12 @@ def test_loss_and_pos_weight_flags_reach_finetune(tmp_path, tiny_squad, monkeypa
     assert seen["loss"] == "listwise" and seen["pos_weight"] == 2.0
     assert main(argv) == 1
     assert seen["loss"] == "listwise" and seen["pos_weight"] == "balanced"
+
+
+def test_pos_weight_with_the_listwise_loss_is_one_clear_line(tmp_path, tiny_squad, capsys):
+    argv = ["train", "--data", str(tiny_squad), "--base", str(tmp_path / "no-such-model"),
+            "--output", str(tmp_path / "out"), "--pos-weight", "2"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "pos_weight applies to loss='bce' only; the listwise loss has no positive weight (got pos_weight=2.0)" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

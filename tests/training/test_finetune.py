@@ -178,6 +178,7 @@ def test_existing_output_and_bad_settings_fail_before_any_work(trained, tiny_squ
         ({"pos_weight": 0}, ValueError, "pos_weight must be 'balanced' or a positive number"),
         ({"pos_weight": "heavy"}, ValueError, "pos_weight must be 'balanced' or a positive number"),
         ({"pos_weight": True}, ValueError, "pos_weight must be 'balanced' or a positive number"),
+        ({"pos_weight": 2.0}, ValueError, "pos_weight applies to loss='bce' only; the listwise loss has no positive"),
         ({"attention_dropout": 1.0}, ValueError, r"attention_dropout must be None or in \[0, 1\)"),
         ({"attention_dropout": "keep"}, ValueError, r"attention_dropout must be None or in \[0, 1\)"),
     ]
