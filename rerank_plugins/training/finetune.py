@@ -3,9 +3,10 @@
 The loop: split the data by document group; mine hard negatives for the
 training questions with the package's first stage (bi-encoder + faiss, as
 ``rerank-plugins eval``); train with sentence-transformers'
-``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss``; then run the two-stage
-evaluation (:func:`rerank_plugins.evaluation.evaluate`) on the held-out
-questions with the base model and with the trained one.
+``CrossEncoderTrainer`` (listwise ``MultipleNegativesRankingLoss`` by default,
+or ``BinaryCrossEntropyLoss``); then run the two-stage evaluation
+(:func:`rerank_plugins.evaluation.evaluate`) on the held-out questions with the
+base model and with the trained one, and pair the two question by question.
 
 Example:
     >>> from rerank_plugins.training import finetune
@@ -135,7 +136,7 @@ class FinetuneReport:
             return None
         d = self.trained_vs_base["mrr@10"]
         return (f"trained - base, mrr@10: {d.mean:+.4f} ({d.confidence:.0%} paired bootstrap interval "
-                f"{d.low:+.4f} to {d.high:+.4f}; {d.better} questions up, {d.worse} down)")
+                f"{d.low:+.4f} to {d.high:+.4f}; of {d.queries} questions {d.better} up, {d.worse} down)")
 
     def format_table(self) -> str:
         """The before/after table: one row per metric, retrieval / base / trained columns."""

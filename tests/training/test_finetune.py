@@ -57,7 +57,8 @@ def test_report_shape(trained, tmp_path):
     assert "mrr@10" in table and f"{report.trained['mrr@10']:.4f}" in table
     paired = report.trained_vs_base["mrr@10"]
     assert (f"trained - base, mrr@10: {paired.mean:+.4f} (95% paired bootstrap interval {paired.low:+.4f} to "
-            f"{paired.high:+.4f}; {paired.better} questions up, {paired.worse} down)") in table.splitlines()
+            f"{paired.high:+.4f}; of {paired.queries} questions {paired.better} up, {paired.worse} down)"
+            ) in table.splitlines()
     path = report.write_json(tmp_path / "r.json")
     assert json.loads(path.read_text(encoding="utf-8")) == json.loads(report.to_json())
     assert json.loads((out / "report.json").read_text(encoding="utf-8")) == json.loads(report.to_json())
@@ -146,8 +147,8 @@ def test_a_trained_model_below_the_base_is_flagged_in_the_table_and_the_card(tra
                              resamples=2000)
     noisy = dataclasses.replace(clear, low=-0.12, high=0.02)
     lines = dataclasses.replace(worse, trained_vs_base={"mrr@10": clear}).format_table().splitlines()
-    assert lines[-3] == (
-        "trained - base, mrr@10: -0.0500 (95% paired bootstrap interval -0.0900 to -0.0100; 1 questions up, 9 down)")
+    assert lines[-3] == ("trained - base, mrr@10: -0.0500 (95% paired bootstrap interval -0.0900 to -0.0100; "
+                         "of 300 questions 1 up, 9 down)")
     assert lines[-1] == ("warning: trained is below the base on hit@1, mrr@10 (mrr@10 -0.0500): "
                          "the base ranks these held-out questions better")
     assert dataclasses.replace(worse, trained_vs_base={"mrr@10": noisy}).format_table().splitlines()[-1] == (
