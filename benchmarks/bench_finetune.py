@@ -64,9 +64,14 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--work-dir", default=None, help="where the trained models go (default: a temporary dir)")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep each trained model in --work-dir (a-SIZE, b-SEED) instead of deleting it")
     p.add_argument("--embeddings", default=None, help="corpus-embedding cache (.npz)")
     p.add_argument("--json-out", default="bench_finetune.json")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.keep_models and not args.work_dir:
+        p.error("--keep-models needs --work-dir (a temporary directory is deleted at the end)")
+    return args
 
 
 def _append(path: Path, record: dict) -> None:
@@ -134,7 +139,8 @@ def main() -> int:
             curve.append(row)
             _append(json_out, {**row, "report": report.to_dict(), "untrained": untrained})
             print(json.dumps(row), flush=True)
-            shutil.rmtree(work / f"a-{size}", ignore_errors=True)
+            if not args.keep_models:
+                shutil.rmtree(work / f"a-{size}", ignore_errors=True)
             clear_model_cache()
 
     seeds = []
@@ -165,7 +171,8 @@ def main() -> int:
             seeds.append(row)
             _append(json_out, {**row, "report": report.to_dict(), "before": before})
             print(json.dumps(row), flush=True)
-            shutil.rmtree(work / f"b-{seed}", ignore_errors=True)
+            if not args.keep_models:
+                shutil.rmtree(work / f"b-{seed}", ignore_errors=True)
             clear_model_cache()
 
     print(f"\nheld-out MRR@10 on {args.eval_queries} SQuAD dev questions from {len(split.eval_groups)} unseen articles")
