@@ -461,7 +461,8 @@ def finetune(
             Measured on SQuAD (the README's fine-tuning section): from a plain
             MiniLM-L6 encoder listwise beat the first stage after 500 questions
             where bce stayed on a constant score, and continuing a trained reranker
-            it lost less than bce.
+            it lost less than bce on a 300-question sample and gained 0.004 MRR@10 on
+            all 2,544 held-out questions.
         epochs, batch_size, learning_rate, warmup_ratio, max_steps: the trainer's
             settings (``max_steps`` overrides ``epochs`` when given). ``batch_size``
             counts pairs scored per step for either loss (listwise: whole questions,
