@@ -24,35 +24,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-SHARED = Path(os.environ.get("RERANK_PLUGINS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+import _heldout
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(SHARED / "data" / "squad-v1.1-dev.json"))
-    p.add_argument("--reranker", default=str(SHARED / "models" / "ms-marco-MiniLM-L-12-v2"))
-    p.add_argument("--eval-queries", type=int, default=300)
-    p.add_argument("--retrieve-k", type=int, default=30)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--embeddings", default=None, help="corpus-embedding cache (.npz)")
-    p.add_argument("--json-out", default=None)
+    p.add_argument("--reranker", default=_heldout.RERANKER)
+    _heldout.add_arguments(p)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     from rerank_plugins import Reranker
-    from rerank_plugins.evaluation import BiEncoder, load_dataset
     from rerank_plugins.evaluation.metrics import mrr_at_k
-    from rerank_plugins.evaluation.retrieval import DenseIndex
-    from rerank_plugins.training import split_by_group
 
-    dataset = load_dataset(args.data)
-    held_out = split_by_group(dataset, eval_fraction=0.25, seed=0).eval.sample(args.eval_queries, seed=0)
-    bi = BiEncoder(None, device="cpu")
-    index = DenseIndex.from_corpus(bi, dataset.doc_ids, dataset.doc_texts, cache=args.embeddings)
+    dataset, held_out, bi, index = _heldout.load(args)
     text_of = dict(zip(dataset.doc_ids, dataset.doc_texts, strict=True))
     hits = index.search(bi.encode([q.text for q in held_out.queries]), args.retrieve_k)
     reranker = Reranker(args.reranker, kind="cross-encoder", max_length=args.max_length, device="cpu")
