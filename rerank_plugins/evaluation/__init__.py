@@ -36,6 +36,7 @@ from rerank_plugins.evaluation.metrics import (
     mrr_at_k,
     ndcg_at_k,
     paired_bootstrap,
+    per_query,
     recall_at_k,
     smallest_k_near_best,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "paired_bootstrap",
+    "per_query",
     "plot_hit_curves",
     "plot_sweep",
     "recall_at_k",

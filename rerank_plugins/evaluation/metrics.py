@@ -34,6 +34,7 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "paired_bootstrap",
+    "per_query",
     "recall_at_k",
     "smallest_k_near_best",
 ]
@@ -119,6 +120,24 @@ def recall_at_k(ranked: Sequence[Hashable], relevant: Collection[Hashable], k: i
 
 
 _FUNCTIONS = {"hit": hit_at_k, "mrr": mrr_at_k, "ndcg": ndcg_at_k, "recall": recall_at_k}
+
+
+def per_query(
+    key: str, rankings: Sequence[Sequence[Hashable]], relevants: Sequence[Collection[Hashable]]
+) -> list[float]:
+    """One metric, named as in :func:`mean_metrics`' keys (``"mrr@10"``), for each query.
+
+    Example:
+        >>> per_query("mrr@2", [["a", "b"], ["c", "d"]], [{"b"}, {"z"}])
+        [0.5, 0.0]
+    """
+    name, _, k = key.partition("@")
+    if name not in _FUNCTIONS or not k.isdigit():
+        raise ValueError(f"unknown metric {key!r}; expected NAME@K with NAME one of {', '.join(METRICS)}")
+    if len(rankings) != len(relevants):
+        raise ValueError(f"{len(rankings)} rankings but {len(relevants)} relevant sets")
+    fn, cutoff = _FUNCTIONS[name], _check_k(int(k))
+    return [fn(r, rel, cutoff) for r, rel in zip(rankings, relevants, strict=True)]
 
 
 def mean_metrics(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from rerank_plugins.errors import ModelLoadError, missing_extra
 from rerank_plugins.evaluation.data import Dataset, load_dataset
-from rerank_plugins.evaluation.metrics import PairedDifference, hit_at_k, mrr_at_k, ndcg_at_k, paired_bootstrap
+from rerank_plugins.evaluation.metrics import PairedDifference, paired_bootstrap, per_query
 from rerank_plugins.training.data import GroupSplit, MinedQuery, mine_hard_negatives, split_by_group
 
 if TYPE_CHECKING:
@@ -290,15 +290,12 @@ def _tuples(mined: list[MinedQuery], text_of: dict[str, str], negatives: int) ->
 
 def _paired(base: Sequence[QueryOutcome], trained: Sequence[QueryOutcome]) -> dict[str, PairedDifference]:
     """Trained minus base per report metric, paired over the same held-out questions."""
-    functions = {"hit": hit_at_k, "mrr": mrr_at_k, "ndcg": ndcg_at_k}
     base_of = {o.id: o for o in base}
-    out = {}
-    for key in REPORT_METRICS:
-        name, k = key.split("@")
-        fn = functions[name]
-        out[key] = paired_bootstrap([fn(base_of[o.id].reranked, o.positives, int(k)) for o in trained],
-                                    [fn(o.reranked, o.positives, int(k)) for o in trained])
-    return out
+    relevants = [o.positives for o in trained]
+    before = [base_of[o.id].reranked for o in trained]
+    after = [o.reranked for o in trained]
+    return {key: paired_bootstrap(per_query(key, before, relevants), per_query(key, after, relevants))
+            for key in REPORT_METRICS}
 
 
 def _metrics(values: dict[str, float]) -> dict[str, float]:

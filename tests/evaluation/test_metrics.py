@@ -16,6 +16,7 @@ from rerank_plugins.evaluation.metrics import (
     mrr_at_k,
     ndcg_at_k,
     paired_bootstrap,
+    per_query,
     recall_at_k,
     smallest_k_near_best,
 )
@@ -205,3 +206,21 @@ def test_paired_bootstrap_interval_width_and_sign():
 def test_paired_bootstrap_rejects_bad_input(a, b, kwargs, message):
     with pytest.raises(ValueError, match=message):
         paired_bootstrap(a, b, **kwargs)
+
+
+def test_per_query_matches_the_metric_functions_and_mean_metrics():
+    rankings = [RANKED, ["d2", "d1"], ["d9"]]
+    relevants = [REL, {"d1"}, {"d4"}]
+    assert per_query("mrr@10", rankings, relevants) == [0.5, 0.5, 0.0]
+    assert per_query("hit@1", rankings, relevants) == [0.0, 0.0, 0.0]
+    assert per_query("ndcg@5", rankings, relevants) == [
+        ndcg_at_k(r, rel, 5) for r, rel in zip(rankings, relevants, strict=True)]
+    means = mean_metrics(rankings, relevants, [3], ["recall"])
+    assert sum(per_query("recall@3", rankings, relevants)) / 3 == pytest.approx(means["recall@3"])
+    for bad in ("mrr", "mrr@", "map@10", "mrr@x"):
+        with pytest.raises(ValueError, match="unknown metric"):
+            per_query(bad, rankings, relevants)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        per_query("mrr@0", rankings, relevants)
+    with pytest.raises(ValueError, match="3 rankings but 2 relevant sets"):
+        per_query("mrr@10", rankings, relevants[:2])
